@@ -1,0 +1,61 @@
+"""MetaMimic configuration: D4PG learner defaults plus the imitation-specific fields."""
+
+import dataclasses
+from typing import Optional, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureGroup:
+  """One term beta * exp(-scale * ||o - d||^2) of the imitation reward."""
+  keys: Tuple[str, ...]
+  weight: float  # beta_k; the weights of all groups sum to 1.
+  scale: float  # w_k.
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaMimicConfig:
+  """Hyperparameters; defaults follow Acme's D4PG where the paper is silent."""
+  # Learner.
+  learning_rate: float = 1e-4
+  discount: float = 0.99
+  n_step: int = 5
+  batch_size: int = 256
+  target_update_period: int = 100
+  num_atoms: int = 51
+  vmin: float = 0.0  # Imitation rewards lie in [0, 1] ...
+  vmax: float = 100.0  # ... so returns lie in [0, 1 / (1 - discount)].
+  clipping: bool = True  # Clip dQ/da in the policy loss (as Acme's D4PG).
+
+  # Replay.
+  samples_per_insert: float = 32.0
+  samples_per_insert_tolerance_rate: float = 0.1
+  min_replay_size: int = 1000
+  max_replay_size: int = 1_000_000
+  prefetch_size: int = 4
+  replay_table_name: str = 'priority_table'
+
+  # Acting.
+  sigma: float = 0.3  # Gaussian exploration noise, in units of the action range / 2.
+
+  # Networks.
+  policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
+  critic_layer_sizes: Tuple[int, ...] = (512, 512, 256)
+  conv_channels: Tuple[int, ...] = (16, 32, 32)  # Residual conv torso for pixels.
+
+  # Imitation.
+  reward_groups: Tuple[FeatureGroup, ...] = ()  # Empty: the domain's defaults.
+  goal_keys: Optional[Tuple[str, ...]] = None  # Demo frame keys fed as goal; None: all.
+  goal_horizon: int = 1  # The goal is demo frames t+1 .. t+goal_horizon.
+  train_task_policy: bool = True  # Learn the task policy off-policy on the same memory.
+
+  def __post_init__(self):
+    if self.n_step < 1:
+      raise ValueError(f'n_step must be >= 1, got {self.n_step}')
+    if self.goal_horizon < 1:
+      raise ValueError(f'goal_horizon must be >= 1, got {self.goal_horizon}')
+    if self.vmax <= self.vmin:
+      raise ValueError(f'vmax ({self.vmax}) must exceed vmin ({self.vmin})')
+    if self.reward_groups:
+      total = sum(g.weight for g in self.reward_groups)
+      if abs(total - 1.0) > 1e-6:
+        raise ValueError(f'reward group weights must sum to 1, got {total}')

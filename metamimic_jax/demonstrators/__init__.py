@@ -1,0 +1,1 @@
+"""Scripted demonstrators that produce diverse demonstrations."""

@@ -1,0 +1,264 @@
+"""Domains, and the demo-conditioned environment every MetaMimic actor runs in.
+
+A `Domain` makes raw environments (dict observations, the sparse task reward) and knows
+how to capture and restore the simulator state a demonstration starts from. The
+`DemoConditionedEnvironment` turns it into the imitation problem: each episode replays
+one demonstration's initial state, lasts as long as the demonstration, shows the agent
+the next demonstration frames as its goal, and pays the imitation and the task reward.
+"""
+
+import abc
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import dm_env
+from dm_env import specs
+import jax
+import numpy as np
+
+from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import rewards
+from metamimic_jax.config import FeatureGroup
+
+OBSERVATION = 'observation'
+GOAL = 'goal'
+IMITATION = 'imitation'
+TASK = 'task'
+
+
+class Demonstrator(abc.ABC):
+  """A scripted policy that acts on raw timesteps (it may read privileged state)."""
+
+  @abc.abstractmethod
+  def reset(self, timestep: dm_env.TimeStep) -> None:
+    """Starts a new episode from its first timestep."""
+
+  @abc.abstractmethod
+  def step(self, timestep: dm_env.TimeStep) -> np.ndarray:
+    """The action to take."""
+
+  @property
+  def done(self) -> bool:
+    """True once the demonstration is complete and recording may stop early."""
+    return False
+
+
+class Domain(abc.ABC):
+  """A simulated domain MetaMimic imitates in."""
+
+  name: str
+  demo_length: int  # Frames in a recorded demonstration (at most).
+  default_reward_groups: Tuple[FeatureGroup, ...]
+
+  @abc.abstractmethod
+  def make_environment(self, seed: int,
+                       time_limit: Optional[float] = None) -> dm_env.Environment:
+    """A raw environment: float32 dict observations, the sparse task reward."""
+
+  @abc.abstractmethod
+  def capture_state(self, environment: dm_env.Environment) -> Dict[str, np.ndarray]:
+    """Everything needed to restore the environment's current state."""
+
+  @abc.abstractmethod
+  def restore_state(self, environment: dm_env.Environment,
+                    state: Mapping[str, np.ndarray]) -> dm_env.TimeStep:
+    """Starts an episode at `state`; returns its FIRST timestep."""
+
+  @abc.abstractmethod
+  def make_demonstrator(self, seed: int) -> Demonstrator:
+    """A scripted demonstrator; different seeds give different skills."""
+
+
+def record_demonstration(domain: Domain, seed: int) -> demos_lib.Demonstration:
+  """Runs the domain's demonstrator for one seeded episode and records it."""
+  environment = domain.make_environment(seed)
+  demonstrator = domain.make_demonstrator(seed)
+  timestep = environment.reset()
+  initial_state = domain.capture_state(environment)
+  demonstrator.reset(timestep)
+  frames, task_rewards = [timestep.observation], []
+  while len(frames) < domain.demo_length and not demonstrator.done:
+    timestep = environment.step(demonstrator.step(timestep))
+    frames.append(timestep.observation)
+    task_rewards.append(timestep.reward)
+    if timestep.last():
+      break
+  return demos_lib.Demonstration(
+      observations={k: np.stack([f[k] for f in frames]) for k in frames[0]},
+      initial_state=initial_state,
+      task_rewards=np.asarray(task_rewards, np.float32),
+      seed=seed)
+
+
+class DemoConditionedEnvironment(dm_env.Environment):
+  """Episodes that imitate a demonstration: observation {observation, goal}.
+
+  At step t the goal is demo frames t+1 .. t+H (the last frame repeats past the end);
+  the reward is {'imitation': similarity of o_{t+1} to d_{t+1}, 'task': task reward};
+  the episode terminates when the demonstration ends.
+  """
+
+  def __init__(self,
+               domain: Domain,
+               demonstrations: Sequence[demos_lib.Demonstration],
+               reward_groups: Sequence[FeatureGroup],
+               goal_keys: Optional[Sequence[str]] = None,
+               goal_horizon: int = 1,
+               seed: int = 0):
+    if not demonstrations:
+      raise ValueError('DemoConditionedEnvironment needs at least one demonstration')
+    self._domain = domain
+    self._environment = domain.make_environment(seed, time_limit=float('inf'))
+    self._demos = list(demonstrations)
+    self._rng = np.random.default_rng(seed)
+    self._goal_horizon = goal_horizon
+    raw_spec = self._environment.observation_spec()
+    self._goal_keys = tuple(goal_keys) if goal_keys else tuple(raw_spec)
+    unknown = sorted(set(self._goal_keys).union(*[g.keys for g in reward_groups])
+                     - set(raw_spec))
+    if unknown:
+      raise ValueError(f'goal/reward keys {unknown} are not observations of '
+                       f'{domain.name}: {sorted(raw_spec)}')
+    demos_lib.check_shapes(self._demos, {k: s.shape for k, s in raw_spec.items()},
+                           domain.name)
+    self._reward_fn = jax.jit(
+        lambda o, d: rewards.imitation_reward(o, d, tuple(reward_groups)))
+    self._reward_keys = sorted(set().union(*[g.keys for g in reward_groups]))
+    self._next_demo: Optional[int] = None
+    self._demo: demos_lib.Demonstration = self._demos[0]
+    self._t = 0
+
+  @property
+  def num_demonstrations(self) -> int:
+    return len(self._demos)
+
+  def select_demonstration(self, index: int) -> None:
+    """The next reset imitates demonstration `index` (otherwise one at random)."""
+    self._next_demo = index
+
+  @property
+  def demonstration(self) -> demos_lib.Demonstration:
+    return self._demo
+
+  def reset(self) -> dm_env.TimeStep:
+    index = (self._rng.integers(len(self._demos))
+             if self._next_demo is None else self._next_demo)
+    self._next_demo = None
+    self._demo = self._demos[index]
+    self._t = 0
+    timestep = self._domain.restore_state(self._environment, self._demo.initial_state)
+    return dm_env.restart(self._observation(timestep.observation))
+
+  def step(self, action: np.ndarray) -> dm_env.TimeStep:
+    timestep = self._environment.step(action)
+    self._t += 1
+    target = {k: self._demo.observations[k][self._t] for k in self._reward_keys}
+    observed = {k: timestep.observation[k] for k in self._reward_keys}
+    reward = {IMITATION: np.float32(self._reward_fn(observed, target)),
+              TASK: np.float32(timestep.reward)}
+    observation = self._observation(timestep.observation)
+    if self._t >= self._demo.length - 1:
+      return dm_env.termination(reward, observation)
+    if timestep.last():
+      return dm_env.truncation(reward, observation, np.float32(timestep.discount))
+    return dm_env.transition(reward, observation)
+
+  def _observation(self, raw: Mapping[str, np.ndarray]) -> Dict[str, object]:
+    last = self._demo.length - 1
+    frames = np.minimum(np.arange(self._t + 1, self._t + 1 + self._goal_horizon), last)
+    goal = {k: self._demo.observations[k][frames] for k in self._goal_keys}
+    return {OBSERVATION: dict(raw), GOAL: goal}
+
+  def observation_spec(self):
+    raw_spec = self._environment.observation_spec()
+    goal_spec = {k: specs.Array((self._goal_horizon,) + raw_spec[k].shape,
+                                raw_spec[k].dtype, name=k) for k in self._goal_keys}
+    return {OBSERVATION: dict(raw_spec), GOAL: goal_spec}
+
+  def action_spec(self):
+    return self._environment.action_spec()
+
+  def reward_spec(self):
+    return {IMITATION: specs.Array((), np.float32, IMITATION),
+            TASK: specs.Array((), np.float32, TASK)}
+
+  def discount_spec(self):
+    return specs.BoundedArray((), np.float32, 0.0, 1.0, 'discount')
+
+  @property
+  def environment(self) -> dm_env.Environment:
+    return self._environment
+
+
+class TaskEnvironment(dm_env.Environment):
+  """Fresh task episodes (no demonstration): observation {observation}, task reward."""
+
+  def __init__(self, domain: Domain, seed: int, time_limit: Optional[float] = None):
+    self._environment = domain.make_environment(seed, time_limit=time_limit)
+
+  def reset(self) -> dm_env.TimeStep:
+    return self._wrap(self._environment.reset())
+
+  def step(self, action: np.ndarray) -> dm_env.TimeStep:
+    return self._wrap(self._environment.step(action))
+
+  def _wrap(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
+    reward = None if timestep.reward is None else np.float32(timestep.reward)
+    discount = None if timestep.discount is None else np.float32(timestep.discount)
+    return timestep._replace(observation={OBSERVATION: dict(timestep.observation)},
+                             reward=reward, discount=discount)
+
+  def observation_spec(self):
+    return {OBSERVATION: dict(self._environment.observation_spec())}
+
+  def action_spec(self):
+    return self._environment.action_spec()
+
+  def reward_spec(self):
+    return specs.Array((), np.float32, TASK)
+
+  def discount_spec(self):
+    return specs.BoundedArray((), np.float32, 0.0, 1.0, 'discount')
+
+  @property
+  def environment(self) -> dm_env.Environment:
+    return self._environment
+
+
+class Float32Observations(dm_env.Environment):
+  """Casts floating-point observations to float32 (pixels keep uint8)."""
+
+  def __init__(self, environment: dm_env.Environment):
+    self._environment = environment
+
+  def _cast(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
+    observation = {k: _float32(v) for k, v in timestep.observation.items()}
+    return timestep._replace(observation=observation)
+
+  def reset(self):
+    return self._cast(self._environment.reset())
+
+  def step(self, action):
+    return self._cast(self._environment.step(action))
+
+  def observation_spec(self):
+    return {k: s.replace(dtype=np.float32) if np.issubdtype(s.dtype, np.floating) else s
+            for k, s in self._environment.observation_spec().items()}
+
+  def action_spec(self):
+    return self._environment.action_spec()
+
+  def reward_spec(self):
+    return self._environment.reward_spec()
+
+  def discount_spec(self):
+    return self._environment.discount_spec()
+
+  def __getattr__(self, name):
+    return getattr(self._environment, name)
+
+
+def _float32(value: np.ndarray) -> np.ndarray:
+  value = np.asarray(value)
+  if np.issubdtype(value.dtype, np.floating):
+    return value.astype(np.float32)
+  return value

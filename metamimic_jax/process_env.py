@@ -1,0 +1,19 @@
+"""Process environment for every entry point: imported before TensorFlow, JAX or MuJoCo.
+
+MuJoCo renders headless through EGL unless told otherwise. TensorFlow (linked by Reverb
+and Launchpad) is the CPU-only build, so it never takes an accelerator from JAX; its C++
+logging is kept quiet.
+"""
+
+import os
+
+
+def configure() -> None:
+  os.environ.setdefault('MUJOCO_GL', 'egl')
+  if os.environ['MUJOCO_GL'] == 'egl':
+    os.environ.setdefault('PYOPENGL_PLATFORM', 'egl')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
+
+configure()
