@@ -157,10 +157,10 @@ class DemoConditionedEnvironment(dm_env.Environment):
               TASK: np.float32(timestep.reward)}
     observation = self._observation(timestep.observation)
     if self._t >= self._demo.length - 1:
-      return dm_env.termination(reward, observation)
+      return dm_env.termination(reward, observation)._replace(discount=np.float32(0))
     if timestep.last():
       return dm_env.truncation(reward, observation, np.float32(timestep.discount))
-    return dm_env.transition(reward, observation)
+    return dm_env.transition(reward, observation, np.float32(1))
 
   def _observation(self, raw: Mapping[str, np.ndarray]) -> Dict[str, object]:
     last = self._demo.length - 1
@@ -224,8 +224,8 @@ class TaskEnvironment(dm_env.Environment):
     return self._environment
 
 
-class Float32Observations(dm_env.Environment):
-  """Casts floating-point observations to float32 (pixels keep uint8)."""
+class Float32Environment(dm_env.Environment):
+  """float32 observations and actions (pixels keep uint8)."""
 
   def __init__(self, environment: dm_env.Environment):
     self._environment = environment
@@ -245,7 +245,7 @@ class Float32Observations(dm_env.Environment):
             for k, s in self._environment.observation_spec().items()}
 
   def action_spec(self):
-    return self._environment.action_spec()
+    return self._environment.action_spec().replace(dtype=np.float32)
 
   def reward_spec(self):
     return self._environment.reward_spec()

@@ -17,7 +17,7 @@ CONTROL_SUBSTEPS = 2  # 2 x 0.02 s physics steps: 25 Hz control.
 TARGET_RADIUS = 0.02
 
 
-class _SparseReachReward(base.Float32Observations):
+class _SparseReachReward(base.Float32Environment):
   """float32 observations and the sparse reach reward in place of the shaped one."""
 
   def _cast(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:

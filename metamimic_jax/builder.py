@@ -1,0 +1,124 @@
+"""MetaMimicBuilder: the only place replay, adder, dataset, actors and learner are wired."""
+
+from typing import Iterator, List, Optional, Sequence
+
+from acme import adders
+from acme import specs
+from acme import types
+from acme.adders import reverb as reverb_adders
+from acme import datasets
+from acme.utils import counting
+from acme.utils import loggers
+import jax
+import reverb
+
+from metamimic_jax import acting
+from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import jax_utils
+from metamimic_jax import learning
+from metamimic_jax import networks as networks_lib
+from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.environments import base as env_base
+
+
+class MetaMimicBuilder:
+  """Builds every MetaMimic component from one config and one domain."""
+
+  def __init__(self, config: MetaMimicConfig, domain: env_base.Domain):
+    self._config = config
+    self._domain = domain
+
+  @property
+  def config(self) -> MetaMimicConfig:
+    return self._config
+
+  @property
+  def reward_groups(self):
+    return self._config.reward_groups or self._domain.default_reward_groups
+
+  def make_demo_environment(self, demonstrations: Sequence[demos_lib.Demonstration],
+                            seed: int) -> env_base.DemoConditionedEnvironment:
+    return env_base.DemoConditionedEnvironment(
+        self._domain, demonstrations, self.reward_groups, self._config.goal_keys,
+        self._config.goal_horizon, seed)
+
+  def make_task_environment(self, seed: int) -> env_base.TaskEnvironment:
+    return env_base.TaskEnvironment(self._domain, seed)
+
+  def make_networks(self, environment_spec: specs.EnvironmentSpec
+                    ) -> networks_lib.MetaMimicNetworks:
+    return networks_lib.make_networks(environment_spec, self._config)
+
+  def make_replay_tables(self, environment_spec: specs.EnvironmentSpec,
+                         enforce_samples_per_insert: bool = True) -> List[reverb.Table]:
+    """The experience memory; single-process loops pace learning themselves."""
+    config = self._config
+    if enforce_samples_per_insert:
+      tolerance = config.samples_per_insert_tolerance_rate * config.samples_per_insert
+      limiter = reverb.rate_limiters.SampleToInsertRatio(
+          min_size_to_sample=config.min_replay_size,
+          samples_per_insert=config.samples_per_insert,
+          error_buffer=max(config.min_replay_size * tolerance, 2 * config.batch_size))
+    else:
+      limiter = reverb.rate_limiters.MinSize(config.min_replay_size)
+    return [reverb.Table(
+        name=config.replay_table_name,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=config.max_replay_size,
+        rate_limiter=limiter,
+        signature=reverb_adders.NStepTransitionAdder.signature(environment_spec))]
+
+  def make_adder(self, replay_client: reverb.Client) -> adders.Adder:
+    return reverb_adders.NStepTransitionAdder(
+        client=replay_client, n_step=self._config.n_step,
+        discount=self._config.discount,
+        priority_fns={self._config.replay_table_name: None})
+
+  def make_dataset_iterator(self, replay_server_address: str,
+                            devices: Optional[Sequence[jax.Device]] = None
+                            ) -> Iterator[types.Transition]:
+    """Batches of transitions, split over `devices` and prefetched onto them."""
+    dataset = datasets.make_reverb_dataset(
+        server_address=replay_server_address, batch_size=self._config.batch_size,
+        prefetch_size=self._config.prefetch_size,
+        table=self._config.replay_table_name, num_parallel_calls=2)
+    transitions = (sample.data for sample in dataset.as_numpy_iterator())
+    return jax_utils.sharded_prefetch(transitions, devices or jax.local_devices(),
+                                      self._config.prefetch_size)
+
+  def make_learner(self, random_key: jax.Array,
+                   networks: networks_lib.MetaMimicNetworks,
+                   iterator: Iterator[types.Transition],
+                   environment_spec: specs.EnvironmentSpec,
+                   devices: Optional[Sequence[jax.Device]] = None,
+                   counter: Optional[counting.Counter] = None,
+                   logger: Optional[loggers.Logger] = None
+                   ) -> learning.MetaMimicLearner:
+    dummy_observation, dummy_action = networks_lib.dummy_inputs(environment_spec)
+    return learning.MetaMimicLearner(
+        networks, random_key, iterator, dummy_observation, dummy_action, self._config,
+        devices=devices, counter=counter, logger=logger)
+
+  def make_actor(self, random_key: jax.Array,
+                 networks: networks_lib.MetaMimicNetworks,
+                 environment_spec: specs.EnvironmentSpec,
+                 variable_source,
+                 adder: Optional[adders.Adder] = None,
+                 policy: str = 'imitation',
+                 sigma: Optional[float] = None,
+                 variable_update_period: int = 1,
+                 asynchronous_variables: bool = False) -> acting.MetaMimicActor:
+    """An actor for the 'imitation' or 'task' policy; sigma=0 for evaluation."""
+    if policy not in ('imitation', 'task'):
+      raise ValueError(f"policy must be 'imitation' or 'task', got {policy!r}")
+    agent_networks = getattr(networks, policy)
+    variable_name = (learning.MetaMimicLearner.IMITATION_POLICY if policy == 'imitation'
+                     else learning.MetaMimicLearner.TASK_POLICY)
+    client = jax_utils.VariableClient(variable_source, [variable_name],
+                                      update_period=variable_update_period,
+                                      asynchronous=asynchronous_variables)
+    return acting.MetaMimicActor(
+        acting.make_policy(agent_networks, environment_spec.actions,
+                           self._config.sigma if sigma is None else sigma),
+        random_key, client, adder)

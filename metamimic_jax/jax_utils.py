@@ -1,0 +1,109 @@
+"""Small modern JAX glue replacing Acme 0.4.0's (broken on current JAX) helpers."""
+
+import collections
+import queue
+import threading
+from typing import Iterator, List, Optional, Sequence, TypeVar
+
+from acme import core
+import jax
+import numpy as np
+
+T = TypeVar('T')
+
+
+def replicate(tree: T, devices: Sequence[jax.Device]) -> T:
+  """Copies `tree` to every device, stacked on a new leading axis."""
+  return jax.device_put_replicated(tree, list(devices))
+
+
+def get_from_first_device(tree: T) -> T:
+  """The first replica of a replicated tree, as numpy arrays on the host."""
+  return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+
+
+def shard(batch: T, num_shards: int) -> T:
+  """Reshapes each leaf's leading axis [B, ...] to [num_shards, B // num_shards, ...]."""
+  def _reshape(x):
+    if x.shape[0] % num_shards:
+      raise ValueError(f'batch size {x.shape[0]} is not divisible by the '
+                       f'{num_shards} devices')
+    return x.reshape((num_shards, x.shape[0] // num_shards) + x.shape[1:])
+  return jax.tree.map(_reshape, batch)
+
+
+def sharded_prefetch(iterator: Iterator[T], devices: Sequence[jax.Device],
+                     buffer_size: int = 2) -> Iterator[T]:
+  """Moves host batches onto `devices`, split along the batch, in a background thread."""
+  devices = list(devices)
+  buffer = queue.Queue(maxsize=buffer_size)
+  end = object()
+
+  def _producer():
+    try:
+      for batch in iterator:
+        shards = shard(batch, len(devices))
+        buffer.put(jax.tree.map(
+            lambda x: jax.device_put_sharded(list(x), devices), shards))
+    except Exception as e:  # pylint: disable=broad-except  # Re-raised by the consumer.
+      buffer.put(e)
+    buffer.put(end)
+
+  threading.Thread(target=_producer, daemon=True).start()
+  while True:
+    item = buffer.get()
+    if item is end:
+      return
+    if isinstance(item, Exception):
+      raise item
+    yield item
+
+
+class VariableClient:
+  """Keeps a copy of a VariableSource's variables, refreshed every `update_period` calls.
+
+  With `asynchronous=True` the fetch runs in a background thread (use it for remote
+  sources such as a Courier learner), so acting never waits on the network.
+  """
+
+  def __init__(self, source: core.VariableSource, names: Sequence[str],
+               update_period: int = 1, asynchronous: bool = False):
+    self._source = source
+    self._names = list(names)
+    self._update_period = update_period
+    self._calls = 0
+    self._asynchronous = asynchronous
+    self._pending: Optional[threading.Thread] = None
+    self._fetched: collections.deque = collections.deque(maxlen=1)
+    self._params: Optional[List[object]] = None
+
+  def update(self, wait: bool = False) -> None:
+    self._calls += 1
+    if self._params is not None and self._calls % self._update_period and not wait:
+      return
+    if wait or not self._asynchronous or self._params is None:
+      self._params = self._source.get_variables(self._names)
+      return
+    if self._fetched:
+      self._params = self._fetched.pop()
+    if self._pending is None or not self._pending.is_alive():
+      self._pending = threading.Thread(
+          target=lambda: self._fetched.append(self._source.get_variables(self._names)),
+          daemon=True)
+      self._pending.start()
+
+  @property
+  def params(self) -> List[object]:
+    if self._params is None:
+      self.update(wait=True)
+    return self._params
+
+
+def to_numpy_squeeze(tree: T) -> T:
+  """Host numpy arrays with the leading (batch of one) axis removed."""
+  return jax.tree.map(lambda x: np.asarray(x)[0], tree)
+
+
+def add_batch_dim(tree: T) -> T:
+  return jax.tree.map(lambda x: np.expand_dims(x, 0), tree)
+

@@ -1,0 +1,201 @@
+"""The MetaMimic learner: one pure, pmappable sgd_step over a TrainingState.
+
+Each step updates two D4PG actor-critics on the same batch of n-step transitions: the
+goal-conditioned imitation agent on the imitation reward and the task agent on the task
+reward (off-policy, from the imitation agent's experience).
+"""
+
+import time
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import acme
+from acme import types
+from acme.utils import counting
+from acme.utils import loggers
+import jax
+import jax.numpy as jnp
+import optax
+
+from metamimic_jax import jax_utils
+from metamimic_jax import losses
+from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.networks import ActorCriticNetworks, MetaMimicNetworks
+
+IMITATION = 'imitation'
+TASK = 'task'
+
+
+class ActorCriticState(NamedTuple):
+  policy_params: optax.Params
+  critic_params: optax.Params
+  target_policy_params: optax.Params
+  target_critic_params: optax.Params
+  policy_opt_state: optax.OptState
+  critic_opt_state: optax.OptState
+
+
+class TrainingState(NamedTuple):
+  imitation: ActorCriticState
+  task: Optional[ActorCriticState]  # None when the task policy is not trained.
+  steps: jnp.ndarray
+
+
+Metrics = Dict[str, jnp.ndarray]
+SgdStep = Callable[[TrainingState, types.Transition], Tuple[TrainingState, Metrics]]
+
+
+def init_actor_critic(key: jax.Array, networks: ActorCriticNetworks, dummy_observation,
+                      dummy_action, optimizer: optax.GradientTransformation
+                      ) -> ActorCriticState:
+  policy_key, critic_key = jax.random.split(key)
+  policy_params = networks.policy.init(policy_key, dummy_observation)
+  critic_params = networks.critic.init(critic_key, dummy_observation, dummy_action)
+  return ActorCriticState(
+      policy_params=policy_params, critic_params=critic_params,
+      target_policy_params=policy_params, target_critic_params=critic_params,
+      policy_opt_state=optimizer.init(policy_params),
+      critic_opt_state=optimizer.init(critic_params))
+
+
+def init_training_state(key: jax.Array, networks: MetaMimicNetworks, dummy_observation,
+                        dummy_action, config: MetaMimicConfig) -> TrainingState:
+  imitation_key, task_key = jax.random.split(key)
+  optimizer = make_optimizer(config)
+  return TrainingState(
+      imitation=init_actor_critic(imitation_key, networks.imitation,
+                                  dummy_observation, dummy_action, optimizer),
+      task=(init_actor_critic(task_key, networks.task, dummy_observation,
+                              dummy_action, optimizer)
+            if config.train_task_policy else None),
+      steps=jnp.zeros((), jnp.int32))
+
+
+def make_optimizer(config: MetaMimicConfig) -> optax.GradientTransformation:
+  return optax.adam(config.learning_rate)
+
+
+def actor_critic_update(state: ActorCriticState, networks: ActorCriticNetworks,
+                        optimizer: optax.GradientTransformation, o_tm1, a_tm1, r_t,
+                        discount_t, o_t, steps: jnp.ndarray, target_update_period: int,
+                        clipping: bool = True, axis_name: Optional[str] = None
+                        ) -> Tuple[ActorCriticState, Metrics]:
+  """One D4PG update of a policy and critic; gradients are pmean'd over `axis_name`."""
+  (critic_loss, q_mean), critic_grads = jax.value_and_grad(
+      losses.critic_loss, has_aux=True)(
+          state.critic_params, state.target_policy_params, state.target_critic_params,
+          networks, o_tm1, a_tm1, r_t, discount_t, o_t)
+  policy_loss, policy_grads = jax.value_and_grad(losses.policy_loss)(
+      state.policy_params, state.critic_params, networks, o_t, clipping)
+  if axis_name is not None:
+    critic_grads, policy_grads = jax.lax.pmean((critic_grads, policy_grads), axis_name)
+  critic_updates, critic_opt_state = optimizer.update(critic_grads,
+                                                      state.critic_opt_state)
+  policy_updates, policy_opt_state = optimizer.update(policy_grads,
+                                                      state.policy_opt_state)
+  critic_params = optax.apply_updates(state.critic_params, critic_updates)
+  policy_params = optax.apply_updates(state.policy_params, policy_updates)
+  new_steps = steps + 1
+  new_state = ActorCriticState(
+      policy_params=policy_params, critic_params=critic_params,
+      target_policy_params=optax.periodic_update(
+          policy_params, state.target_policy_params, new_steps, target_update_period),
+      target_critic_params=optax.periodic_update(
+          critic_params, state.target_critic_params, new_steps, target_update_period),
+      policy_opt_state=policy_opt_state, critic_opt_state=critic_opt_state)
+  metrics = {'critic_loss': critic_loss, 'policy_loss': policy_loss, 'q_mean': q_mean}
+  if axis_name is not None:
+    metrics = jax.lax.pmean(metrics, axis_name)
+  return new_state, metrics
+
+
+def make_sgd_step(networks: MetaMimicNetworks, config: MetaMimicConfig,
+                  axis_name: Optional[str] = None) -> SgdStep:
+  """The pure learner step; pmap it with the same `axis_name` for data parallelism.
+
+  Transitions are Acme n-step transitions whose reward and discount are dicts with keys
+  'imitation' and 'task'; their discount excludes one factor of `config.discount`.
+  """
+  optimizer = make_optimizer(config)
+
+  def sgd_step(state: TrainingState, transitions: types.Transition
+               ) -> Tuple[TrainingState, Metrics]:
+
+    def update(agent_state, agent_networks, key):
+      return actor_critic_update(
+          agent_state, agent_networks, optimizer, transitions.observation,
+          transitions.action, transitions.reward[key],
+          config.discount * transitions.discount[key], transitions.next_observation,
+          state.steps, config.target_update_period, config.clipping, axis_name)
+
+    imitation, imitation_metrics = update(state.imitation, networks.imitation,
+                                          IMITATION)
+    metrics = {f'imitation/{k}': v for k, v in imitation_metrics.items()}
+    task = None
+    if state.task is not None:
+      task, task_metrics = update(state.task, networks.task, TASK)
+      metrics.update({f'task/{k}': v for k, v in task_metrics.items()})
+    return TrainingState(imitation, task, state.steps + 1), metrics
+
+  return sgd_step
+
+
+class MetaMimicLearner(acme.Learner):
+  """Runs the pmapped sgd_step on batches from a sharded, device-prefetched iterator."""
+
+  # Names under which `get_variables` serves the policies.
+  IMITATION_POLICY = 'imitation_policy'
+  TASK_POLICY = 'task_policy'
+
+  def __init__(self,
+               networks: MetaMimicNetworks,
+               random_key: jax.Array,
+               iterator: Iterator[types.Transition],
+               dummy_observation,
+               dummy_action,
+               config: MetaMimicConfig,
+               devices: Optional[Sequence[jax.Device]] = None,
+               counter: Optional[counting.Counter] = None,
+               logger: Optional[loggers.Logger] = None,
+               log_every_seconds: float = 10.0):
+    self._devices = list(devices or jax.local_devices())
+    self._iterator = iterator
+    self._counter = counter or counting.Counter()
+    self._logger = logger or loggers.make_default_logger('learner', save_data=False)
+    self._log_every_seconds = log_every_seconds
+    self._last_log = 0.0
+    state = init_training_state(random_key, networks, dummy_observation, dummy_action,
+                                config)
+    self._state = jax_utils.replicate(state, self._devices)
+    self._sgd_step = jax.pmap(make_sgd_step(networks, config, axis_name='devices'),
+                              axis_name='devices', devices=self._devices,
+                              donate_argnums=0)
+    self._timestamp = None
+
+  @property
+  def num_devices(self) -> int:
+    return len(self._devices)
+
+  def step(self) -> None:
+    transitions = next(self._iterator)
+    self._state, metrics = self._sgd_step(self._state, transitions)
+    now = time.time()
+    elapsed = 0.0 if self._timestamp is None else now - self._timestamp
+    self._timestamp = now
+    counts = self._counter.increment(steps=1, walltime=elapsed)
+    if now - self._last_log >= self._log_every_seconds:
+      self._last_log = now
+      self._logger.write({**jax_utils.get_from_first_device(metrics), **counts})
+
+  def get_variables(self, names: Sequence[str]) -> List[optax.Params]:
+    state = self._state
+    variables = {
+        self.IMITATION_POLICY: lambda: state.imitation.policy_params,
+        self.TASK_POLICY: lambda: state.task.policy_params,
+    }
+    return [jax_utils.get_from_first_device(variables[name]()) for name in names]
+
+  def save(self) -> TrainingState:
+    return jax_utils.get_from_first_device(self._state)
+
+  def restore(self, state: TrainingState) -> None:
+    self._state = jax_utils.replicate(state, self._devices)

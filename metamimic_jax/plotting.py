@@ -1,0 +1,71 @@
+"""Plots people would rather look at than read: learning curves and imitations."""
+
+import csv
+import os
+from typing import Sequence
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from metamimic_jax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from metamimic_jax.environments import base  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def read_csv(path: str):
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  return {k: np.array([float(r[k]) if r[k] not in ('', None) else np.nan for r in rows])
+          for k in rows[0]} if rows else {}
+
+
+def plot_learning_curve(eval_csv: str, png: str,
+                        keys: Sequence[str] = ('imitation_reward', 'task_success')) -> None:
+  """Held-out imitation reward (and task success) against actor steps."""
+  if not os.path.exists(eval_csv):
+    return
+  data = read_csv(eval_csv)
+  keys = [k for k in keys if k in data]
+  if not keys:
+    return
+  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    order = np.argsort(data['actor_steps'])
+    ax.plot(data['actor_steps'][order], data[key][order], marker='.')
+    ax.set_xlabel('actor steps')
+    ax.set_ylabel(key)
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+  axes[0][0].axhline(1.0, color='gray', linestyle='--', label='demonstrator')
+  axes[0][0].legend(loc='lower right')
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)
+
+
+def plot_imitations(actor, environment: base.DemoConditionedEnvironment, png: str,
+                    num_demos: int = 4, key: str = 'position') -> None:
+  """Agent (solid) against demonstration (dashed) for the first features of `key`."""
+  num_demos = min(num_demos, environment.num_demonstrations)
+  fig, axes = plt.subplots(1, num_demos, figsize=(3.5 * num_demos, 3.5), squeeze=False)
+  for index, ax in enumerate(axes[0]):
+    environment.select_demonstration(index)
+    timesteps = evaluation.run_episode(actor, environment)
+    agent = np.stack([ts.observation[base.OBSERVATION][key] for ts in timesteps])
+    demo = environment.demonstration.observations[key]
+    reward = np.mean([ts.reward[base.IMITATION] for ts in timesteps[1:]])
+    agent, demo = agent.reshape(len(agent), -1), demo.reshape(len(demo), -1)
+    if agent.shape[1] >= 2:
+      ax.plot(demo[:, 0], demo[:, 1], 'k--', label='demonstration')
+      ax.plot(agent[:, 0], agent[:, 1], 'C0', label='imitation')
+      ax.plot(demo[0, 0], demo[0, 1], 'ko')
+      ax.set_aspect('equal', adjustable='datalim')
+    else:
+      ax.plot(demo[:, 0], 'k--', label='demonstration')
+      ax.plot(agent[:, 0], 'C0', label='imitation')
+    ax.set_title(f'held-out demo {index}: reward {reward:.2f}')
+  axes[0][0].legend(loc='best', fontsize=8)
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)

@@ -1,0 +1,155 @@
+"""Single-process training and the pieces distributed programs share with it."""
+
+import dataclasses
+import os
+import time
+from typing import Dict, List, Optional, Tuple
+
+from absl import logging
+from acme import specs
+from acme.agents import agent as acme_agent
+from acme import environment_loop
+from acme.utils import counting
+import jax
+import reverb
+
+from metamimic_jax import checkpointing
+from metamimic_jax import demo_generation
+from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import evaluation
+from metamimic_jax import loggers
+from metamimic_jax import plotting
+from metamimic_jax.builder import MetaMimicBuilder
+from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.environments import make_domain
+from metamimic_jax.environments.base import Domain
+
+TRAIN_FILE = 'train.h5'
+HELD_OUT_FILE = 'held_out.h5'
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  """What to run, beside the agent's hyperparameters (MetaMimicConfig)."""
+  domain: str = 'point_mass'
+  workdir: str = 'runs/point_mass'
+  demo_dir: Optional[str] = None  # None: generate into workdir/demos on first use.
+  num_demos: int = 200
+  held_out_fraction: float = 0.1
+  num_demo_workers: int = 2
+  max_env_steps: int = 300_000
+  max_wall_minutes: float = 0.0  # 0: no limit.
+  eval_every_env_steps: int = 10_000
+  num_task_eval_episodes: int = 10
+  checkpoint_minutes: float = 5.0
+  seed: int = 0
+
+
+def load_or_generate_demos(settings: TrainSettings, domain: Domain
+                           ) -> Tuple[List[demos_lib.Demonstration],
+                                      List[demos_lib.Demonstration], str]:
+  """(train, held_out, directory): loaded from demo_dir, or generated once into workdir."""
+  directory = settings.demo_dir or os.path.join(settings.workdir, 'demos')
+  train_path = os.path.join(directory, TRAIN_FILE)
+  held_out_path = os.path.join(directory, HELD_OUT_FILE)
+  if settings.demo_dir is None and not os.path.exists(train_path):
+    logging.info('Generating %d %s demonstrations into %s', settings.num_demos,
+                 domain.name, directory)
+    demos = demo_generation.generate(
+        domain.name, range(settings.seed * 100_000,
+                           settings.seed * 100_000 + settings.num_demos),
+        num_workers=settings.num_demo_workers,
+        progress_fn=demo_generation.log_progress(logging.info, every=50))
+    train, held_out = demos_lib.split(demos, settings.held_out_fraction, settings.seed)
+    os.makedirs(directory, exist_ok=True)
+    demos_lib.save(train_path, train, domain.name)
+    demos_lib.save(held_out_path, held_out, domain.name)
+  shapes = {k: s.shape for k, s in
+            domain.make_environment(0).observation_spec().items()}
+  train = demos_lib.load(train_path, domain.name, shapes)
+  held_out = demos_lib.load(held_out_path, domain.name, shapes)
+  return train, held_out, directory
+
+
+def fingerprint(domain: Domain, config: MetaMimicConfig) -> str:
+  return f'domain={domain.name} {config!r}'
+
+
+def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
+  """Trains until max_env_steps (or the wall-time limit); returns the last evaluation."""
+  start = time.time()
+  domain = make_domain(settings.domain)
+  train_demos, held_out_demos, demo_dir = load_or_generate_demos(settings, domain)
+  logging.info('%d training and %d held-out demonstrations from %s',
+               len(train_demos), len(held_out_demos), demo_dir)
+  builder = MetaMimicBuilder(config, domain)
+  environment = builder.make_demo_environment(train_demos, settings.seed)
+  spec = specs.make_environment_spec(environment)
+  networks = builder.make_networks(spec)
+
+  server = reverb.Server(builder.make_replay_tables(spec, enforce_samples_per_insert=False),
+                         port=None)
+  address = f'localhost:{server.port}'
+  key = jax.random.PRNGKey(settings.seed)
+  learner_key, actor_key, imitation_key, task_key = jax.random.split(key, 4)
+
+  counter = counting.Counter()
+  learner = builder.make_learner(
+      learner_key, networks, builder.make_dataset_iterator(address), spec,
+      counter=counting.Counter(counter, 'learner'),
+      logger=loggers.make_logger(settings.workdir, 'learner'))
+  actor = builder.make_actor(actor_key, networks, spec, learner,
+                             adder=builder.make_adder(reverb.Client(address)))
+  agent = acme_agent.Agent(
+      actor, learner, min_observations=max(config.min_replay_size, config.batch_size),
+      observations_per_step=config.batch_size / config.samples_per_insert)
+  loop = environment_loop.EnvironmentLoop(
+      environment, agent, counter=counting.Counter(counter, 'actor'),
+      logger=loggers.make_logger(settings.workdir, 'actor'))
+
+  imitation_evaluator = builder.make_actor(imitation_key, networks, spec, learner, sigma=0)
+  task_evaluator = builder.make_actor(task_key, networks, spec, learner, policy='task',
+                                      sigma=0)
+  held_out_environment = builder.make_demo_environment(held_out_demos, settings.seed + 1)
+  task_environment = builder.make_task_environment(settings.seed + 2)
+  eval_logger = loggers.make_logger(settings.workdir, 'evaluator', time_delta=0)
+
+  checkpointer = checkpointing.Checkpointer(
+      os.path.join(settings.workdir, 'checkpoints'),
+      {'learner': learner, 'counter': counter}, fingerprint(domain, config),
+      settings.checkpoint_minutes)
+  if checkpointer.restore():
+    logging.info('Resumed from %s at %s', checkpointer.directory, counter.get_counts())
+
+  def evaluate() -> Dict[str, float]:
+    results = evaluation.evaluate_imitation(imitation_evaluator, held_out_environment)
+    if config.train_task_policy:
+      results.update(evaluation.evaluate_task(task_evaluator, task_environment,
+                                              settings.num_task_eval_episodes))
+    counts = counter.get_counts()
+    results.update(actor_steps=counts.get('actor_steps', 0),
+                   learner_steps=counts.get('learner_steps', 0),
+                   wall_minutes=(time.time() - start) / 60)
+    eval_logger.write(results)
+    return results
+
+  def out_of_time() -> bool:
+    return (settings.max_wall_minutes > 0 and
+            time.time() - start > 60 * settings.max_wall_minutes)
+
+  results = evaluate()
+  while counter.get_counts().get('actor_steps', 0) < settings.max_env_steps and (
+      not out_of_time()):
+    loop.run(num_steps=settings.eval_every_env_steps)
+    results = evaluate()
+    checkpointer.save()
+  checkpointer.save(force=True)
+  plotting.plot_learning_curve(
+      os.path.join(settings.workdir, 'logs', 'evaluator', 'logs.csv'),
+      os.path.join(settings.workdir, 'learning_curve.png'))
+  plotting.plot_imitations(imitation_evaluator, held_out_environment,
+                           os.path.join(settings.workdir, 'imitations.png'))
+  server.stop()
+  logging.info('Done. Metrics: %s/logs, checkpoints: %s, plots: %s',
+               settings.workdir, checkpointer.directory, settings.workdir)
+  return results
