@@ -34,10 +34,13 @@ def categorical_td_loss(logits_tm1: chex.Array, atoms: chex.Array, r_t: chex.Num
 
 
 def dpg_loss(a_t: chex.Array, dq_da_t: chex.Array, clip: bool = True) -> chex.Array:
-  """Deterministic policy gradient loss: its gradient w.r.t. a_t is -dQ/da, unbatched."""
+  """Deterministic policy gradient loss, unbatched: its gradient w.r.t. a_t is -dQ/da.
+
+  With `clip`, dQ/da is first scaled to an L2 norm of at most 1 (as Acme's D4PG).
+  """
   chex.assert_rank([a_t, dq_da_t], 1)
   chex.assert_equal_shape([a_t, dq_da_t])
-  return rlax.dpg_loss(a_t, dq_da_t, dqda_clipping=1.0 if clip else None)
+  return jnp.sum(rlax.dpg_loss(a_t, dq_da_t, dqda_clipping=1.0 if clip else None))
 
 
 def mean_value(logits: chex.Array, atoms: chex.Array) -> chex.Array:

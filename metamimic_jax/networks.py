@@ -112,7 +112,7 @@ def make_actor_critic(action_spec: specs.BoundedArray, config: MetaMimicConfig,
     x = embed(select(observation), config.conv_channels)
     x = jnp.concatenate([x, jnp.reshape(action, (action.shape[0], -1))], axis=-1)
     x = LayerNormMLP(config.critic_layer_sizes)(x)
-    return hk.Linear(config.num_atoms, w_init=jnp.zeros)(x)
+    return hk.Linear(config.num_atoms)(x)
 
   return ActorCriticNetworks(
       policy=hk.without_apply_rng(hk.transform(policy_fn)),

@@ -64,14 +64,18 @@ class Domain(abc.ABC):
     """Starts an episode at `state`; returns its FIRST timestep."""
 
   @abc.abstractmethod
-  def make_demonstrator(self, seed: int) -> Demonstrator:
-    """A scripted demonstrator; different seeds give different skills."""
+  def make_demonstrator(self, seed: int,
+                        environment: dm_env.Environment) -> Demonstrator:
+    """A scripted demonstrator for `environment` (it may read its simulator state).
+
+    Different seeds give different skills.
+    """
 
 
 def record_demonstration(domain: Domain, seed: int) -> demos_lib.Demonstration:
   """Runs the domain's demonstrator for one seeded episode and records it."""
   environment = domain.make_environment(seed)
-  demonstrator = domain.make_demonstrator(seed)
+  demonstrator = domain.make_demonstrator(seed, environment)
   timestep = environment.reset()
   initial_state = domain.capture_state(environment)
   demonstrator.reset(timestep)

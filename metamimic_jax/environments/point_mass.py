@@ -60,6 +60,8 @@ class PointMassDomain(base.Domain):
     observation = environment.task.get_observation(physics)
     return dm_env.restart({k: np.asarray(v, np.float32) for k, v in observation.items()})
 
-  def make_demonstrator(self, seed: int) -> base.Demonstrator:
+  def make_demonstrator(self, seed: int,
+                        environment: dm_env.Environment) -> base.Demonstrator:
+    del environment  # The demonstrator needs only the observations.
     from metamimic_jax.demonstrators import point_mass  # pylint: disable=g-import-not-at-top
     return point_mass.SmoothPathDemonstrator(seed, self.demo_length)

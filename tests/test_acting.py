@@ -1,0 +1,106 @@
+import dataclasses
+
+from acme import environment_loop
+import jax
+import numpy as np
+import pytest
+import reverb
+
+from metamimic_jax import learning
+from metamimic_jax import networks as networks_lib
+from metamimic_jax.rewards import imitation_reward
+from tests import helpers
+
+
+class _Params:
+  """A VariableSource serving freshly initialised policy parameters."""
+
+  def __init__(self, networks, spec):
+    dummy_observation, dummy_action = networks_lib.dummy_inputs(spec)
+    self.state = learning.init_training_state(
+        jax.random.PRNGKey(3), networks, dummy_observation, dummy_action,
+        helpers.TINY_CONFIG)
+
+  def get_variables(self, names):
+    policies = {learning.MetaMimicLearner.IMITATION_POLICY: self.state.imitation,
+                learning.MetaMimicLearner.TASK_POLICY: self.state.task}
+    return [policies[name].policy_params for name in names]
+
+
+class _RecordActions:
+  """Wraps an actor and remembers the actions it chose."""
+
+  def __init__(self, actor):
+    self._actor = actor
+    self.actions = []
+
+  def __getattr__(self, name):
+    return getattr(self._actor, name)
+
+  def select_action(self, observation):
+    action = self._actor.select_action(observation)
+    self.actions.append(action)
+    return action
+
+
+@pytest.fixture(name='replay')
+def _replay():
+  config = dataclasses.replace(helpers.TINY_CONFIG, n_step=1)
+  builder, environment, spec = helpers.point_mass_setup(config)
+  server = reverb.Server(builder.make_replay_tables(spec, False), port=None)
+  yield builder, environment, spec, server
+  server.stop()
+
+
+def test_actor_writes_the_transitions_it_experiences(replay):
+  builder, environment, spec, server = replay
+  client = reverb.Client(f'localhost:{server.port}')
+  networks = builder.make_networks(spec)
+  actor = _RecordActions(builder.make_actor(
+      jax.random.PRNGKey(0), networks, spec, _Params(networks, spec),
+      adder=builder.make_adder(client)))
+  environment.select_demonstration(1)
+  environment_loop.EnvironmentLoop(environment, actor).run(num_episodes=1)
+  demo = helpers.point_mass_demos()[1]
+  steps = demo.length - 1
+  table = builder.config.replay_table_name
+  assert client.server_info()[table].current_size == steps
+  items = [sample.data for sample in
+           client.sample(table, num_samples=400, emit_timesteps=False,
+                                       unpack_as_table_signature=True)]
+  by_step = {}
+  for item in items:  # Identify each transition by the goal it was shown.
+    t = int(np.argmin(np.abs(demo.observations['position'][:, 0] -
+                             item.observation['goal']['position'][0, 0])))
+    by_step[t] = item
+  assert sorted(by_step) == list(range(1, demo.length))
+  groups = builder.reward_groups
+  for t, item in by_step.items():
+    np.testing.assert_array_equal(item.observation['goal']['position'][0],
+                                  demo.observations['position'][t])
+    np.testing.assert_allclose(item.action, actor.actions[t - 1], rtol=1e-6)
+    expected = imitation_reward(item.next_observation['observation'],
+                                {k: demo.observations[k][t] for k in demo.observations},
+                                groups)
+    np.testing.assert_allclose(item.reward['imitation'], expected, rtol=1e-5)
+    reached = np.linalg.norm(item.next_observation['observation']['position']) < 0.02
+    assert item.reward['task'] == float(reached)  # Sparse: at the target or not.
+    assert item.discount['imitation'] == (0.0 if t == steps else 1.0)
+  first = by_step[1].observation['observation']['position']
+  np.testing.assert_array_equal(first, demo.observations['position'][0])
+
+
+def test_exploration_noise_and_evaluation_policy(replay):
+  builder, environment, spec, _ = replay
+  networks = builder.make_networks(spec)
+  source = _Params(networks, spec)
+  observation = environment.reset().observation
+  greedy = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, sigma=0)
+  noisy = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, sigma=0.5)
+  greedy_actions = np.stack([greedy.select_action(observation) for _ in range(20)])
+  noisy_actions = np.stack([noisy.select_action(observation) for _ in range(20)])
+  np.testing.assert_array_equal(greedy_actions, greedy_actions[:1].repeat(20, 0))
+  assert noisy_actions.std(axis=0).min() > 0.1
+  assert np.all(np.abs(noisy_actions) <= 1.0)
+  with pytest.raises(ValueError, match='policy must be'):
+    builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, policy='other')

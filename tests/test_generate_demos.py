@@ -1,0 +1,61 @@
+"""The demonstration generator, end to end on point_mass."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from metamimic_jax import demonstrations as demos_lib
+
+SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'generate_demos.py')
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                        timeout=300, check=False)
+
+
+def test_writes_loadable_train_and_held_out_files(tmp_path):
+  result = _run('--domain=point_mass', '--num_demos=8', '--seed=3', '--num_workers=2',
+                '--held_out_fraction=0.25', '--nosuccessful_only',
+                f'--output_dir={tmp_path}')
+  assert result.returncode == 0, result.stderr
+  train = demos_lib.load(str(tmp_path / 'train.h5'), 'point_mass')
+  held_out = demos_lib.load(str(tmp_path / 'held_out.h5'), 'point_mass')
+  assert len(train) == 6 and len(held_out) == 2
+  assert sorted(d.seed for d in train + held_out) == list(range(3, 11))
+  assert 'demonstrations succeeded' in result.stdout
+  assert '8/8 demonstrations' in result.stderr  # The progress log.
+
+
+def test_keeps_only_successful_demos_by_default(tmp_path):
+  result = _run('--domain=point_mass', '--num_demos=6', '--num_workers=2',
+                f'--output_dir={tmp_path}')
+  assert result.returncode == 0, result.stderr
+  demos = (demos_lib.load(str(tmp_path / 'train.h5')) +
+           demos_lib.load(str(tmp_path / 'held_out.h5')))
+  assert demos and all(d.task_rewards.max() == 1.0 for d in demos)
+  assert f'{len(demos)}/6 demonstrations succeeded' in result.stdout
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--held_out_fraction=1.5', 'held_out_fraction'),
+    ('--held_out_fraction=0', 'strictly between 0 and 1'),
+    ('--num_workers=0', 'num_workers'),
+    ('--domain=nowhere', 'point_mass|jaco_stack'),
+    ('--vision', 'for --domain=jaco_stack only'),
+])
+def test_bad_flags_fail_clearly(tmp_path, flag, message):
+  result = _run('--domain=point_mass', '--num_demos=4', f'--output_dir={tmp_path}', flag)
+  assert result.returncode != 0
+  assert message in result.stderr + result.stdout
+  assert 'Traceback' not in result.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_bad_domain_arguments_fail_clearly(tmp_path):
+  result = _run('--domain=jaco_stack', '--num_bricks=7', f'--output_dir={tmp_path}')
+  assert result.returncode != 0
+  assert 'num_bricks must be 2 or 3' in result.stderr
+  assert 'Traceback' not in result.stderr

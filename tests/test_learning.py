@@ -1,0 +1,115 @@
+import dataclasses
+
+from acme import types
+import jax
+import numpy as np
+import pytest
+
+from metamimic_jax import jax_utils
+from metamimic_jax import learning
+from metamimic_jax import networks as networks_lib
+from tests import helpers
+
+
+def _random_batch(spec, batch_size, seed=0):
+  rng = np.random.default_rng(seed)
+  sample = lambda s: rng.uniform(-0.3, 0.3, (batch_size,) + s.shape).astype(s.dtype)
+  per_key = lambda: {'imitation': rng.uniform(0, 1, batch_size).astype(np.float32),
+                     'task': rng.integers(0, 2, batch_size).astype(np.float32)}
+  return types.Transition(
+      observation=jax.tree.map(sample, spec.observations),
+      action=sample(spec.actions), reward=per_key(),
+      discount={'imitation': np.ones(batch_size, np.float32),
+                'task': np.ones(batch_size, np.float32)},
+      next_observation=jax.tree.map(sample, spec.observations))
+
+
+def _initial_state(spec, networks, config):
+  dummy_observation, dummy_action = networks_lib.dummy_inputs(spec)
+  return learning.init_training_state(jax.random.PRNGKey(0), networks, dummy_observation,
+                                      dummy_action, config)
+
+
+def test_pmapped_step_on_two_devices_equals_one_device_step():
+  assert jax.local_device_count() == 2, 'conftest.py forces 2 host devices'
+  _, _, spec = helpers.point_mass_setup()
+  config = helpers.TINY_CONFIG
+  networks = networks_lib.make_networks(spec, config)
+  state = _initial_state(spec, networks, config)
+  batch = _random_batch(spec, 8)
+
+  single_step = jax.jit(learning.make_sgd_step(networks, config))
+  devices = jax.local_devices()
+  pmapped = jax.pmap(learning.make_sgd_step(networks, config, axis_name='i'),
+                     axis_name='i')
+  sharded = jax.tree.map(lambda x: jax.device_put_sharded(list(x), devices),
+                         jax_utils.shard(batch, 2))
+  single_state, multi_state = state, jax_utils.replicate(state, devices)
+  for _ in range(2):
+    single_state, single_metrics = single_step(single_state, batch)
+    multi_state, multi_metrics = pmapped(multi_state, sharded)
+
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
+               single_state, jax_utils.get_from_first_device(multi_state))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
+               single_metrics, jax_utils.get_from_first_device(multi_metrics))
+  # The step really moved the parameters and both replicas agree.
+  moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), state.imitation.policy_params,
+                       single_state.imitation.policy_params)
+  assert max(jax.tree.leaves(moved)) > 0
+  replicas = jax.device_get(multi_state.imitation.critic_params)
+  jax.tree.map(lambda x: np.testing.assert_array_equal(x[0], x[1]), replicas)
+
+
+def test_target_networks_update_every_period():
+  _, _, spec = helpers.point_mass_setup()
+  config = dataclasses.replace(helpers.TINY_CONFIG, target_update_period=3)
+  networks = networks_lib.make_networks(spec, config)
+  state = _initial_state(spec, networks, config)
+  step = jax.jit(learning.make_sgd_step(networks, config))
+  same = lambda a, b: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+  for i in range(1, 7):
+    previous_target = state.task.target_critic_params
+    state, _ = step(state, _random_batch(spec, 8, seed=i))
+    if i % 3:
+      assert same(state.task.target_critic_params, previous_target)
+    else:
+      assert same(state.task.target_critic_params, state.task.critic_params)
+      assert not same(previous_target, state.task.critic_params)
+
+
+def test_critic_learns_a_constant_reward():
+  """With discount 0 the imitation critic's mean must approach the reward, 0.7."""
+  _, _, spec = helpers.point_mass_setup()
+  config = dataclasses.replace(helpers.TINY_CONFIG, learning_rate=3e-3, vmax=2.0,
+                               num_atoms=21)
+  networks = networks_lib.make_networks(spec, config)
+  state = _initial_state(spec, networks, config)
+  step = jax.jit(learning.make_sgd_step(networks, config))
+  batch = _random_batch(spec, 16)
+  batch = batch._replace(reward={'imitation': np.full(16, 0.7, np.float32),
+                                 'task': batch.reward['task']},
+                         discount={'imitation': np.zeros(16, np.float32),
+                                   'task': batch.discount['task']})
+  for _ in range(300):
+    state, metrics = step(state, batch)
+  assert abs(float(metrics['imitation/q_mean']) - 0.7) < 0.05
+
+
+def test_learner_serves_variables_and_restores():
+  builder, _, spec = helpers.point_mass_setup()
+  networks = builder.make_networks(spec)
+  batches = iter(lambda: jax.tree.map(
+      lambda x: jax.device_put_sharded(list(x), jax.local_devices()),
+      jax_utils.shard(_random_batch(spec, 8), 2)), None)
+  learner = builder.make_learner(jax.random.PRNGKey(0), networks, batches, spec)
+  saved = learner.save()
+  learner.step()
+  stepped = learner.save()
+  assert int(stepped.steps) == 1
+  policy, = learner.get_variables([learner.IMITATION_POLICY])
+  jax.tree.map(np.testing.assert_array_equal, policy, stepped.imitation.policy_params)
+  learner.restore(saved)
+  jax.tree.map(np.testing.assert_array_equal, learner.save(), saved)
+  with pytest.raises(KeyError):
+    learner.get_variables(['no_such_policy'])
