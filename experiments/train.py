@@ -18,7 +18,7 @@ import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import checkpointing
 from metamimic_jax import demonstrations
 from metamimic_jax import training
-from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax import flags as config_flags
 from metamimic_jax.environments import DOMAIN_NAMES
 
 from absl import app
@@ -40,45 +40,12 @@ _MAX_WALL_MINUTES = flags.DEFINE_float('max_wall_minutes', 0.0,
 _EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 10_000,
                                    'Actor steps between evaluations.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Learner batch size.', lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_float('learning_rate', 1e-4, 'Adam step size.',
-                                    lower_bound=0)
-_SAMPLES_PER_INSERT = flags.DEFINE_float('samples_per_insert', 32.0,
-                                         'Replay ratio.', lower_bound=1e-3)
-_SIGMA = flags.DEFINE_float('sigma', 0.3, 'Exploration noise.', lower_bound=0)
-_N_STEP = flags.DEFINE_integer('n_step', 5, 'n of the n-step returns.', lower_bound=1)
-_DISCOUNT = flags.DEFINE_float('discount', 0.99, 'Discount.', lower_bound=0,
-                               upper_bound=1)
-_POLICY_LAYERS = flags.DEFINE_list('policy_layers', ['256', '256', '256'],
-                                   'Policy torso layer sizes.')
-_CRITIC_LAYERS = flags.DEFINE_list('critic_layers', ['512', '512', '256'],
-                                   'Critic torso layer sizes.')
-_GOAL_HORIZON = flags.DEFINE_integer('goal_horizon', 1,
-                                     'Demo frames ahead shown as the goal.', lower_bound=1)
-_TRAIN_TASK = flags.DEFINE_boolean('train_task_policy', True,
-                                   'Also learn the task policy off-policy.')
-
-
-def _layers(values, name):
-  try:
-    sizes = tuple(int(v) for v in values)
-  except ValueError:
-    raise app.UsageError(f'--{name} must be comma-separated integers, got {values}')
-  if not sizes or min(sizes) < 1:
-    raise app.UsageError(f'--{name} needs at least one positive size, got {values}')
-  return sizes
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = MetaMimicConfig(
-      batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
-      samples_per_insert=_SAMPLES_PER_INSERT.value, sigma=_SIGMA.value,
-      n_step=_N_STEP.value, discount=_DISCOUNT.value,
-      policy_layer_sizes=_layers(_POLICY_LAYERS.value, 'policy_layers'),
-      critic_layer_sizes=_layers(_CRITIC_LAYERS.value, 'critic_layers'),
-      goal_horizon=_GOAL_HORIZON.value, train_task_policy=_TRAIN_TASK.value)
+  config = config_flags.config_from_flags()
   settings = training.TrainSettings(
       domain=_DOMAIN.value, workdir=_WORKDIR.value or f'runs/{_DOMAIN.value}',
       demo_dir=_DEMO_DIR.value, num_demos=_NUM_DEMOS.value,

@@ -24,7 +24,7 @@ class Checkpointer:
   """Saves and restores `objects` together under `directory`/ckpt_<n>.pkl."""
 
   def __init__(self, directory: str, objects: Mapping[str, core.Saveable],
-               fingerprint: str, time_delta_minutes: float = 5.0, keep: int = 2):
+               fingerprint: Mapping[str, str], time_delta_minutes: float = 5.0, keep: int = 2):
     self._directory = directory
     self._objects = dict(objects)
     self._fingerprint = fingerprint
@@ -37,38 +37,30 @@ class Checkpointer:
   def directory(self) -> str:
     return self._directory
 
-  def _paths(self):
-    return sorted(glob.glob(os.path.join(self._directory, 'ckpt_*.pkl')),
-                  key=lambda p: int(p.rsplit('_', 1)[1].split('.')[0]))
-
   def save(self, force: bool = False) -> Optional[str]:
     """Saves if forced or `time_delta_minutes` passed since the last save."""
     if not force and time.time() - self._last_save < self._time_delta:
       return None
     self._last_save = time.time()
-    paths = self._paths()
-    number = int(paths[-1].rsplit('_', 1)[1].split('.')[0]) + 1 if paths else 0
+    paths = checkpoint_paths(self._directory)
+    number = _number(paths[-1]) + 1 if paths else 0
     path = os.path.join(self._directory, f'ckpt_{number}.pkl')
     state = {name: _to_numpy(obj.save()) for name, obj in self._objects.items()}
     with open(path + '.tmp', 'wb') as f:
       pickle.dump({'fingerprint': self._fingerprint, 'state': state}, f)
     os.replace(path + '.tmp', path)
-    for old in self._paths()[:-self._keep]:
+    for old in checkpoint_paths(self._directory)[:-self._keep]:
       os.remove(old)
     logging.info('Saved checkpoint %s', path)
     return path
 
   def restore(self) -> bool:
     """Restores the newest checkpoint, if any; True if one was restored."""
-    paths = self._paths()
+    paths = checkpoint_paths(self._directory)
     if not paths:
       return False
     checkpoint = read(paths[-1])
-    if checkpoint['fingerprint'] != self._fingerprint:
-      raise CheckpointError(
-          f'{paths[-1]} was made with a different configuration; use another '
-          f'--workdir or the original settings.\n  checkpoint: '
-          f"{checkpoint['fingerprint']}\n  now:        {self._fingerprint}")
+    check_fingerprint(paths[-1], checkpoint, self._fingerprint)
     missing = set(self._objects) - set(checkpoint['state'])
     if missing:
       raise CheckpointError(f'{paths[-1]} lacks {sorted(missing)}')
@@ -76,6 +68,35 @@ class Checkpointer:
       obj.restore(checkpoint['state'][name])
     logging.info('Restored checkpoint %s', paths[-1])
     return True
+
+
+def checkpoint_paths(directory: str):
+  """The checkpoints in `directory`, oldest first."""
+  return sorted(glob.glob(os.path.join(directory, 'ckpt_*.pkl')), key=_number)
+
+
+def _number(path: str) -> int:
+  return int(os.path.basename(path)[len('ckpt_'):-len('.pkl')])
+
+
+def check_fingerprint(path: str, checkpoint: Mapping[str, Any],
+                      fingerprint: Mapping[str, str]) -> None:
+  """Raises CheckpointError, naming the differences, unless the fingerprints match."""
+  found = checkpoint['fingerprint']
+  differences = [f'  {key}: checkpoint {found.get(key)}, requested {fingerprint.get(key)}'
+                 for key in sorted(set(found) | set(fingerprint))
+                 if found.get(key) != fingerprint.get(key)]
+  if differences:
+    raise CheckpointError(
+        f'{path} was made with an incompatible configuration; use another --workdir, '
+        'or the original flags to resume. Differences:\n' + '\n'.join(differences))
+
+
+def check_directory(directory: str, fingerprint: Mapping[str, str]) -> None:
+  """Raises CheckpointError if the newest checkpoint in `directory` cannot be resumed."""
+  paths = checkpoint_paths(directory)
+  if paths:
+    check_fingerprint(paths[-1], read(paths[-1]), fingerprint)
 
 
 def read(path: str) -> Mapping[str, Any]:

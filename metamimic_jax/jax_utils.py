@@ -51,7 +51,10 @@ def sharded_prefetch(iterator: Iterator[T], devices: Sequence[jax.Device],
 
   threading.Thread(target=_producer, daemon=True).start()
   while True:
-    item = buffer.get()
+    try:  # Wake up regularly, so a stop request (an async exception) gets through.
+      item = buffer.get(timeout=1.0)
+    except queue.Empty:
+      continue
     if item is end:
       return
     if isinstance(item, Exception):

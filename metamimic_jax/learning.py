@@ -166,9 +166,10 @@ class MetaMimicLearner(acme.Learner):
     state = init_training_state(random_key, networks, dummy_observation, dummy_action,
                                 config)
     self._state = jax_utils.replicate(state, self._devices)
+    # No buffer donation: get_variables may read the previous state from another
+    # (Courier) thread while a step runs.
     self._sgd_step = jax.pmap(make_sgd_step(networks, config, axis_name='devices'),
-                              axis_name='devices', devices=self._devices,
-                              donate_argnums=0)
+                              axis_name='devices', devices=self._devices)
     self._timestamp = None
 
   @property

@@ -45,41 +45,49 @@ class TrainSettings:
   seed: int = 0
 
 
-def load_or_generate_demos(settings: TrainSettings, domain: Domain
+def prepare_demonstrations(domain: Domain, directory: str, generate: bool,
+                           num_demos: int = 200, held_out_fraction: float = 0.1,
+                           num_workers: int = 2, seed: int = 0
                            ) -> Tuple[List[demos_lib.Demonstration],
-                                      List[demos_lib.Demonstration], str]:
-  """(train, held_out, directory): loaded from demo_dir, or generated once into workdir."""
-  directory = settings.demo_dir or os.path.join(settings.workdir, 'demos')
+                                      List[demos_lib.Demonstration]]:
+  """(train, held_out) from `directory`, generated there first if `generate` and absent.
+
+  Raises DemonstrationError for missing or bad files (nothing is half-loaded).
+  """
   train_path = os.path.join(directory, TRAIN_FILE)
   held_out_path = os.path.join(directory, HELD_OUT_FILE)
-  if settings.demo_dir is None and not os.path.exists(train_path):
-    logging.info('Generating %d %s demonstrations into %s', settings.num_demos,
-                 domain.name, directory)
+  if generate and not os.path.exists(train_path):
+    logging.info('Generating %d %s demonstrations into %s', num_demos, domain.name,
+                 directory)
     demos = demo_generation.generate(
-        domain.name, range(settings.seed * 100_000,
-                           settings.seed * 100_000 + settings.num_demos),
-        num_workers=settings.num_demo_workers,
+        domain.name, range(seed * 100_000, seed * 100_000 + num_demos),
+        num_workers=num_workers,
         progress_fn=demo_generation.log_progress(logging.info, every=50))
-    train, held_out = demos_lib.split(demos, settings.held_out_fraction, settings.seed)
+    train, held_out = demos_lib.split(demos, held_out_fraction, seed)
     os.makedirs(directory, exist_ok=True)
     demos_lib.save(train_path, train, domain.name)
     demos_lib.save(held_out_path, held_out, domain.name)
   shapes = {k: s.shape for k, s in
             domain.make_environment(0).observation_spec().items()}
-  train = demos_lib.load(train_path, domain.name, shapes)
-  held_out = demos_lib.load(held_out_path, domain.name, shapes)
-  return train, held_out, directory
+  return (demos_lib.load(train_path, domain.name, shapes),
+          demos_lib.load(held_out_path, domain.name, shapes))
 
 
-def fingerprint(domain: Domain, config: MetaMimicConfig) -> str:
-  return f'domain={domain.name} {config!r}'
+def fingerprint(domain: Domain, config: MetaMimicConfig) -> Dict[str, str]:
+  """What a checkpoint must match to be resumed: the domain and every config field."""
+  return {'domain': domain.name,
+          **{k: repr(v) for k, v in dataclasses.asdict(config).items()}}
 
 
 def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   """Trains until max_env_steps (or the wall-time limit); returns the last evaluation."""
   start = time.time()
   domain = make_domain(settings.domain)
-  train_demos, held_out_demos, demo_dir = load_or_generate_demos(settings, domain)
+  demo_dir = settings.demo_dir or os.path.join(settings.workdir, 'demos')
+  train_demos, held_out_demos = prepare_demonstrations(
+      domain, demo_dir, generate=settings.demo_dir is None,
+      num_demos=settings.num_demos, held_out_fraction=settings.held_out_fraction,
+      num_workers=settings.num_demo_workers, seed=settings.seed)
   logging.info('%d training and %d held-out demonstrations from %s',
                len(train_demos), len(held_out_demos), demo_dir)
   builder = MetaMimicBuilder(config, domain)

@@ -3,9 +3,9 @@
 It reads privileged physics state (brick and pinch-site poses), plans Cartesian
 waypoints for the pinch site, pointing down, and tracks them with inverse kinematics
 and a proportional joint-velocity controller. For every brick in turn: approach (from a
-random direction), descend, grasp, lift, carry, lower onto the brick below, release, then
-press the brick home with a closed fist and retreat. If the brick did not click into
-place it presses again, or picks it again if it fell off (a few attempts at most).
+random direction), descend, grasp, lift, carry, lower onto the brick below, release. A
+brick that rests on the studs without clicking in is pressed home with a closed fist
+(one end, then the other); one that fell off is picked again (a few attempts at most).
 
 Every seed draws its own heights, speeds, approach offsets and pauses, so each
 demonstration is a different skill; smooth action noise and the pauses make it imperfect.
@@ -38,9 +38,10 @@ _FIST_CENTRE = np.array([-0.005, -0.011, 0.0])
 _PRESS_ALONG = 0.012  # Presses each end of the brick, this far from its centre (m).
 _JOINT_GAIN = 8.0  # Joint velocity (rad/s) per radian of error.
 _STEPS_PER_METRE = 300.0  # Unhurried Cartesian speed: 1 / (0.04 s * 300) = 8 cm/s.
-_MAX_ATTEMPTS = 3  # Picks or presses per brick.
+_MAX_ATTEMPTS = 4  # Picks or presses per brick.
 
-Target = Callable[[], Tuple[np.ndarray, float]]  # Pinch-site position and yaw.
+Pose = Tuple[np.ndarray, np.ndarray]  # Pinch-site position and quaternion.
+Target = Callable[[], Pose]
 
 
 class _QuietIK(logging.Filter):
@@ -79,6 +80,25 @@ def _down_rotation(yaw: float) -> np.ndarray:
   """The rotation matrix of `_down_quaternion(yaw)`."""
   c, s = np.cos(yaw), np.sin(yaw)
   return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
+
+
+def _quaternion(rotation: np.ndarray) -> np.ndarray:
+  quaternion = np.empty(4)
+  mujoco.mju_mat2Quat(quaternion, np.asarray(rotation, np.float64).ravel())
+  return quaternion
+
+
+def _angle(q0: np.ndarray, q1: np.ndarray) -> float:
+  return 2 * float(np.arccos(min(1.0, abs(q0 @ q1))))
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:
+  if q0 @ q1 < 0:
+    q1 = -q1
+  angle = _angle(q0, q1) / 2
+  if angle < 1e-6:
+    return q1
+  return (np.sin((1 - s) * angle) * q0 + np.sin(s * angle) * q1) / np.sin(angle)
 
 
 @dataclasses.dataclass
@@ -124,7 +144,7 @@ class StackingDemonstrator(base.Demonstrator):
     self._attempts = 0
     self._finished = False
     self._final_hold = int(self._rng.integers(5, 12))
-    self._reference = (self._pinch.xpos.copy(), self._pinch_yaw())
+    self._reference = (self._pinch.xpos.copy(), _quaternion(self._pinch.xmat))
     self._segments: List[_Segment] = []
     self._next_segment()
 
@@ -139,17 +159,17 @@ class StackingDemonstrator(base.Demonstrator):
       self._t += 1
       s = min(self._t / self._steps, 1.0)
       ease = 3 * s**2 - 2 * s**3
-      (start, start_yaw), (end, end_yaw) = self._from, self._to
+      (start, start_quaternion), (end, end_quaternion) = self._from, self._to
       self._reference = (start + ease * (end - start),
-                         start_yaw + ease * _wrap(end_yaw - start_yaw))
+                         _slerp(start_quaternion, end_quaternion, ease))
       if self._t >= self._steps:
         self._segments.pop(0)
         self._next_segment()
     arm = self._arm_velocity(*self._reference)
     self._noise = 0.8 * self._noise + self._rng.normal(0, self._noise_scale, 6)
     arm = np.clip(arm + self._noise, self._action_low, self._action_high)
-    fingers = np.clip(_FINGER_GAIN * (fingers - self._hand.qpos), -5.0, 5.0)
-    return np.concatenate([arm, fingers]).astype(np.float32)
+    finger_velocity = np.clip(_FINGER_GAIN * (fingers - self._hand.qpos), -5.0, 5.0)
+    return np.concatenate([arm, finger_velocity]).astype(np.float32)
 
   def _next_segment(self) -> None:
     """Starts the next segment, planning more when none is left."""
@@ -162,10 +182,10 @@ class StackingDemonstrator(base.Demonstrator):
         return
     segment = self._segments[0]
     self._from = (self._reference[0].copy(), self._reference[1])
-    position, yaw = segment.target()
-    self._to = (np.asarray(position, np.float64), yaw)
+    position, quaternion = segment.target()
+    self._to = (np.asarray(position, np.float64), quaternion)
     distance = (np.linalg.norm(self._to[0] - self._from[0]) +
-                0.05 * abs(_wrap(yaw - self._from[1])))  # Turning 1 rad ~ 5 cm.
+                0.05 * _angle(quaternion, self._from[1]))  # Turning 1 rad ~ 5 cm.
     steps_per_metre = _STEPS_PER_METRE / (self._speed * segment.speed)
     self._steps = max(segment.min_steps, int(distance * steps_per_metre))
     self._t = 0
@@ -193,7 +213,7 @@ class StackingDemonstrator(base.Demonstrator):
             _STACK_HEIGHT - 0.002 < offset[2] < _STACK_HEIGHT + 0.008)
 
   def _plan_pick(self) -> None:
-    """Grasp the top brick, carry it over the bottom one, lower, release, press."""
+    """Grasp the top brick, carry it over the bottom one, lower it, let go, rise."""
     rng = self._rng
     top, bottom = self._frames[self._top], self._frames[self._top - 1]
     hover = rng.uniform(0.06, 0.12)
@@ -201,14 +221,11 @@ class StackingDemonstrator(base.Demonstrator):
     approach_offset = rng.normal(0.0, 0.04, 2)
     place_hover = rng.uniform(0.02, 0.05)
 
-    def grasp_yaw():
-      return _nearest_half_turn(_yaw(top.xquat), self._pinch_yaw())
-
     def over_top(height, offset=(0.0, 0.0)):
       def target():
-        yaw = grasp_yaw()
+        yaw = _nearest_half_turn(_yaw(top.xquat), self._pinch_yaw())
         centre = np.array(top.xpos) + [offset[0], offset[1], height]
-        return centre - _down_rotation(yaw) @ _GRIP_CENTRE, yaw
+        return centre - _down_rotation(yaw) @ _GRIP_CENTRE, _down_quaternion(yaw)
       return target
 
     def lifted():
@@ -223,7 +240,7 @@ class StackingDemonstrator(base.Demonstrator):
         grip = _down_rotation(pinch_yaw).T @ (top.xpos - self._pinch.xpos)
         pinch_yaw += brick_yaw - top_yaw
         brick = np.array(bottom.xpos) + [0, 0, _STACK_HEIGHT + height]
-        return brick - _down_rotation(pinch_yaw) @ grip, pinch_yaw
+        return brick - _down_rotation(pinch_yaw) @ grip, _down_quaternion(pinch_yaw)
       return target
 
     self._segments += [
@@ -238,7 +255,6 @@ class StackingDemonstrator(base.Demonstrator):
         _Segment(self._hold, _OPEN, int(rng.integers(8, 14))),
         _Segment(self._raise(0.02, 0.04), _OPEN, 8),
     ]
-    self._plan_press()
 
   def _plan_press(self) -> None:
     """Close the fist, press both ends of the top brick down onto the studs, retreat."""
@@ -246,10 +262,11 @@ class StackingDemonstrator(base.Demonstrator):
 
     def press(along, height):
       def target():
-        yaw = self._reference[1]
+        yaw = _yaw(self._reference[1])
         position = np.array(bottom.xpos) + [0, 0, _STACK_HEIGHT + height]
         position[:2] = top.xpos[:2]
-        return position - _down_rotation(yaw) @ (_FIST_CENTRE - [0, along, 0]), yaw
+        offset = _down_rotation(yaw) @ (_FIST_CENTRE - [0, along, 0])
+        return position - offset, _down_quaternion(yaw)
       return target
 
     self._segments += [
@@ -262,7 +279,7 @@ class StackingDemonstrator(base.Demonstrator):
         _Segment(self._raise(0.05, 0.1), _CLOSE, 10),
     ]
 
-  def _hold(self) -> Tuple[np.ndarray, float]:
+  def _hold(self) -> Pose:
     return self._reference
 
   def _raise(self, low: float, high: float) -> Target:
@@ -270,14 +287,12 @@ class StackingDemonstrator(base.Demonstrator):
     return lambda: (self._reference[0] + [0, 0, height], self._reference[1])
 
   def _pinch_yaw(self) -> float:
-    quaternion = np.empty(4)
-    mujoco.mju_mat2Quat(quaternion, np.asarray(self._pinch.xmat, np.float64))
-    return _yaw(quaternion)
+    return _yaw(_quaternion(self._pinch.xmat))
 
-  def _arm_velocity(self, position: np.ndarray, yaw: float) -> np.ndarray:
+  def _arm_velocity(self, position: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
     """Joint velocities towards the IK solution for the pinch site's target pose."""
     solution = inverse_kinematics.qpos_from_site_pose(
         self._environment.physics, self._site, target_pos=position,
-        target_quat=_down_quaternion(yaw), joint_names=self._joint_names,
+        target_quat=quaternion, joint_names=self._joint_names,
         tol=1e-10, max_steps=30)
     return _JOINT_GAIN * _wrap(solution.qpos[self._arm_qpos] - self._arm.qpos)

@@ -51,12 +51,12 @@ PIXEL_SCALE = 100.0
 CAMERA = cameras.FRONT_CLOSE.name
 PIXELS = 'pixels'
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION  # qpos, qvel, ctrl, mocap, warmstart.
-# Observation settings: every composer observable off; the environment reads physics.
+# Every composer observable off: the environment reads the physics itself.
+_OFF = observations.ObservableSpec(enabled=False, update_interval=1, buffer_size=1,
+                                   delay=0, aggregator=None, corruptor=None)
 _NO_OBSERVABLES = observations.ObservationSettings(
-    proprio=observations._DISABLED_FEATURE,  # pylint: disable=protected-access
-    ftt=observations._DISABLED_FTT,  # pylint: disable=protected-access
-    prop_pose=observations._DISABLED_FEATURE,  # pylint: disable=protected-access
-    camera=observations._DISABLED_CAMERA)  # pylint: disable=protected-access
+    proprio=_OFF, ftt=_OFF, prop_pose=_OFF,
+    camera=observations.CameraObservableSpec(height=1, width=1, **_OFF._asdict()))
 
 
 def brick_keys(index: int) -> Tuple[str, str]:
@@ -103,6 +103,7 @@ class StackTask(bricks.Stack):
         for bottom, top in zip(self._bricks[:-1], self._bricks[1:])])
 
   def hand_touches_brick(self, physics) -> bool:
+    """Whether any hand or finger geom is in contact with any brick."""
     contact = physics.data.contact
     for geom1, geom2 in zip(contact.geom1, contact.geom2):
       if ((geom1 in self._hand_ids and geom2 in self._brick_ids) or

@@ -1,0 +1,143 @@
+"""Distributed MetaMimic: replay, counter, learner, actors, evaluators and a coordinator.
+
+  python launchpad_programs/imitate.py --lp_launch_type=local_mp
+
+Runs the paper's domain (Jaco stacking from features) when it is available, else the
+fast point-mass domain (--domain=point_mass). Demonstrations are generated on first use
+into <workdir>/demos unless --demo_dir is given. The run stops by itself at
+--max_actor_steps, and re-running the same command resumes from the workdir.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import checkpointing
+from metamimic_jax import demonstrations
+from metamimic_jax import distributed
+from metamimic_jax import flags as config_flags
+from metamimic_jax import training
+from metamimic_jax.builder import MetaMimicBuilder
+from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.environments import DOMAIN_NAMES
+from metamimic_jax.environments import make_domain
+
+from absl import app
+from absl import flags
+from absl import logging
+import launchpad as lp
+from launchpad.nodes.python import local_multi_processing
+import reverb
+
+
+def _default_domain() -> str:
+  try:
+    make_domain('jaco_stack')
+    return 'jaco_stack'
+  except ImportError:
+    return 'point_mass'
+
+
+_DOMAIN = flags.DEFINE_enum('domain', None, DOMAIN_NAMES,
+                            'Domain to imitate in (default: jaco_stack if available).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Logs, checkpoints, replay and report '
+                               '(default: runs/imitate_<domain>).')
+_DEMO_DIR = flags.DEFINE_string('demo_dir', None, 'Directory with train.h5 and '
+                                'held_out.h5 (default: generated into <workdir>/demos).')
+_NUM_DEMOS = flags.DEFINE_integer('num_demos', 200, 'Demos to generate if none given.',
+                                  lower_bound=2)
+_NUM_ACTORS = flags.DEFINE_integer('num_actors', 2, 'Actor nodes.', lower_bound=1)
+_COLOCATE_ACTORS = flags.DEFINE_boolean('colocate_actors', False,
+                                        'Run all actors as threads of one process.')
+_MAX_ACTOR_STEPS = flags.DEFINE_integer('max_actor_steps', 1_000_000,
+                                        'Stop once actors took this many steps.',
+                                        lower_bound=1)
+_MIN_SIGMA = flags.DEFINE_float('min_sigma', 0.1, 'Smallest actor exploration sigma.',
+                                lower_bound=0)
+_MAX_SIGMA = flags.DEFINE_float('max_sigma', 0.4, 'Largest actor exploration sigma.',
+                                lower_bound=0)
+_EVAL_EVERY_SECONDS = flags.DEFINE_float('eval_every_seconds', 60.0,
+                                         'Pause between evaluations.', lower_bound=0)
+_CHECKPOINT_MINUTES = flags.DEFINE_float('checkpoint_minutes', 5.0,
+                                         'Minutes between checkpoints.', lower_bound=0)
+_SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+
+
+def make_program(settings: distributed.ProgramSettings,
+                 config: MetaMimicConfig, colocate_actors: bool = False) -> lp.Program:
+  """The program graph; every node builds its parts through the MetaMimicBuilder."""
+  builder = MetaMimicBuilder(config, make_domain(settings.domain))
+  train_demos, _ = training.prepare_demonstrations(
+      make_domain(settings.domain), settings.demo_dir, generate=False)
+  spec = distributed.environment_spec(builder, train_demos)
+
+  program = lp.Program('metamimic')
+  with program.group('replay'):
+    replay = program.add_node(lp.ReverbNode(
+        lambda: builder.make_replay_tables(spec),
+        checkpoint_ctor=lambda: reverb.checkpointers.DefaultCheckpointer(
+            os.path.join(settings.workdir, 'checkpoints', 'replay'))))
+  with program.group('counter'):
+    counter = program.add_node(lp.CourierNode(
+        distributed.CheckpointedCounter, settings, config))
+  with program.group('learner'):
+    learner = program.add_node(lp.CourierNode(
+        distributed.LearnerNode, settings, config, replay, counter))
+  with program.group('actor'):
+    actors = [lp.CourierNode(distributed.ActorNode, settings, config, i, replay, learner,
+                             counter) for i in range(settings.num_actors)]
+    if colocate_actors:
+      program.add_node(lp.MultiThreadingColocation(actors))
+    else:
+      for actor in actors:
+        program.add_node(actor)
+  with program.group('evaluator'):
+    evaluators = [program.add_node(lp.CourierNode(
+        distributed.EvaluatorNode, settings, config, policy, learner, counter))
+                  for policy in ('imitation', 'task')[:1 + config.train_task_policy]]
+  with program.group('coordinator'):
+    program.add_node(lp.CourierNode(distributed.Coordinator, settings, counter, learner,
+                                    evaluators))
+  return program
+
+
+def _settings_from_flags() -> distributed.ProgramSettings:
+  domain = _DOMAIN.value or _default_domain()
+  workdir = _WORKDIR.value or os.path.join('runs', f'imitate_{domain}')
+  if _MIN_SIGMA.value > _MAX_SIGMA.value:
+    raise app.UsageError('--min_sigma must not exceed --max_sigma')
+  return distributed.ProgramSettings(
+      domain=domain, workdir=os.path.abspath(workdir),
+      demo_dir=os.path.abspath(_DEMO_DIR.value or os.path.join(workdir, 'demos')),
+      num_actors=_NUM_ACTORS.value, max_actor_steps=_MAX_ACTOR_STEPS.value,
+      min_sigma=_MIN_SIGMA.value, max_sigma=_MAX_SIGMA.value,
+      eval_every_seconds=_EVAL_EVERY_SECONDS.value,
+      checkpoint_minutes=_CHECKPOINT_MINUTES.value, seed=_SEED.value)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  settings = _settings_from_flags()
+  config = config_flags.config_from_flags()
+  try:
+    distributed.prepare_workdir(settings, config, generate_demos=_DEMO_DIR.value is None,
+                                num_demos=_NUM_DEMOS.value)
+  except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError) as e:
+    sys.exit(f'error: {e}')
+  logging.info('Launching MetaMimic on %s with %d actors; workdir %s', settings.domain,
+               settings.num_actors, settings.workdir)
+  program = make_program(settings, config, _COLOCATE_ACTORS.value)
+  resources = None
+  if flags.FLAGS.lp_launch_type == 'local_mp':  # Only the learner may take a GPU.
+    no_gpu = local_multi_processing.PythonProcess(env={'CUDA_VISIBLE_DEVICES': ''})
+    resources = {group: no_gpu for group in
+                 ('replay', 'counter', 'actor', 'evaluator', 'coordinator')}
+  lp.launch(program, terminal='current_terminal', local_resources=resources)
+
+
+if __name__ == '__main__':
+  app.run(main)

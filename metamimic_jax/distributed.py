@@ -1,0 +1,267 @@
+"""Launchpad node workers. Each builds its parts through MetaMimicBuilder; the program in
+launchpad_programs/imitate.py only wires these nodes together.
+"""
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from typing import Dict, Sequence
+
+from absl import logging
+from acme import environment_loop
+from acme import specs
+from acme.utils import counting
+from acme.utils import signals
+import jax
+import launchpad as lp
+import numpy as np
+
+from metamimic_jax import checkpointing
+from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import evaluation
+from metamimic_jax import loggers
+from metamimic_jax import plotting
+from metamimic_jax import training
+from metamimic_jax.builder import MetaMimicBuilder
+from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.environments import make_domain
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramSettings:
+  """What the distributed program runs, beside the agent's hyperparameters."""
+  domain: str = 'point_mass'
+  workdir: str = 'runs/imitate_point_mass'
+  demo_dir: str = 'runs/imitate_point_mass/demos'  # Holds train.h5 and held_out.h5.
+  num_actors: int = 2
+  max_actor_steps: int = 1_000_000
+  min_sigma: float = 0.1  # Actor i explores with a sigma spaced geometrically
+  max_sigma: float = 0.4  # between these (a single actor uses the config's).
+  eval_every_seconds: float = 60.0
+  num_task_eval_episodes: int = 10
+  checkpoint_minutes: float = 5.0
+  seed: int = 0
+
+  def actor_sigma(self, actor_id: int, config: MetaMimicConfig) -> float:
+    if self.num_actors == 1:
+      return config.sigma
+    return float(np.geomspace(self.min_sigma, self.max_sigma, self.num_actors)[actor_id])
+
+
+def environment_spec(builder: MetaMimicBuilder,
+                     train_demos: Sequence[demos_lib.Demonstration]) -> specs.EnvironmentSpec:
+  """The spec every node shares: that of the demo-conditioned training environment."""
+  return specs.make_environment_spec(builder.make_demo_environment(train_demos[:1], 0))
+
+
+def prepare_workdir(settings: ProgramSettings, config: MetaMimicConfig,
+                    generate_demos: bool, num_demos: int) -> None:
+  """Checks the workdir before any node starts; generates demonstrations if asked.
+
+  Raises OSError (unwritable workdir), CheckpointError (incompatible checkpoints) or
+  DemonstrationError (missing or bad demonstrations), each with a clear message.
+  """
+  os.makedirs(settings.workdir, exist_ok=True)
+  if not os.access(settings.workdir, os.R_OK | os.W_OK | os.X_OK):
+    raise OSError(f'{settings.workdir}: the workdir is not readable and writable')
+  check_resumable(settings, config)
+  training.prepare_demonstrations(make_domain(settings.domain), settings.demo_dir,
+                                  generate=generate_demos, num_demos=num_demos,
+                                  seed=settings.seed)
+
+
+class _Parts:
+  """What every node needs: domain, builder, demonstrations, spec and networks."""
+
+  def __init__(self, settings: ProgramSettings, config: MetaMimicConfig,
+               demo_file: str = training.TRAIN_FILE):
+    self.domain = make_domain(settings.domain)
+    self.builder = MetaMimicBuilder(config, self.domain)
+    train, held_out = training.prepare_demonstrations(self.domain, settings.demo_dir,
+                                                      generate=False)
+    self.demos = train if demo_file == training.TRAIN_FILE else held_out
+    self.spec = environment_spec(self.builder, train)
+    self.networks = self.builder.make_networks(self.spec)
+
+
+def checkpoint_directory(settings: ProgramSettings, name: str) -> str:
+  return os.path.join(settings.workdir, 'checkpoints', name)
+
+
+class CheckpointedCounter(counting.Counter):
+  """The program's step counter; restores its counts on start and saves them in run()."""
+
+  def __init__(self, settings: ProgramSettings, config: MetaMimicConfig):
+    super().__init__()
+    self._checkpointer = checkpointing.Checkpointer(
+        checkpoint_directory(settings, 'counter'), {'counter': self},
+        training.fingerprint(make_domain(settings.domain), config),
+        settings.checkpoint_minutes)
+    self._checkpointer.restore()
+
+  def run(self) -> None:
+    while not lp.wait_for_stop(5):
+      self._checkpointer.save()
+
+  def save_checkpoint(self) -> None:
+    self._checkpointer.save(force=True)
+
+
+class LearnerNode:
+  """Steps the learner on replay batches, serves variables, checkpoints periodically."""
+
+  def __init__(self, settings: ProgramSettings, config: MetaMimicConfig, replay,
+               counter):
+    parts = _Parts(settings, config)
+    self._replay = replay
+    self._learner = parts.builder.make_learner(
+        jax.random.PRNGKey(settings.seed), parts.networks,
+        parts.builder.make_dataset_iterator(replay.server_address), parts.spec,
+        counter=counting.Counter(counter, 'learner'),
+        logger=loggers.make_logger(settings.workdir, 'learner'))
+    self._checkpointer = checkpointing.Checkpointer(
+        checkpoint_directory(settings, 'learner'), {'learner': self._learner},
+        training.fingerprint(parts.domain, config), settings.checkpoint_minutes)
+    self._checkpointer.restore()
+    self._lock = threading.Lock()
+
+  def run(self) -> None:
+    with signals.runtime_terminator():
+      while True:
+        with self._lock:
+          self._learner.step()
+        if self._checkpointer.save() is not None:
+          self._replay.checkpoint()
+
+  def get_variables(self, names: Sequence[str]):
+    return self._learner.get_variables(names)
+
+  def save_checkpoint(self) -> None:
+    with self._lock:
+      self._checkpointer.save(force=True)
+    self._replay.checkpoint()
+
+
+class ActorNode:
+  """Imitates training demonstrations with exploration noise, writing to replay."""
+
+  def __init__(self, settings: ProgramSettings, config: MetaMimicConfig,
+               actor_id: int, replay, learner, counter):
+    parts = _Parts(settings, config)
+    seed = settings.seed * 1000 + actor_id + 1
+    environment = parts.builder.make_demo_environment(parts.demos, seed)
+    actor = parts.builder.make_actor(
+        jax.random.PRNGKey(seed), parts.networks, parts.spec, learner,
+        adder=parts.builder.make_adder(replay),
+        sigma=settings.actor_sigma(actor_id, config), variable_update_period=100,
+        asynchronous_variables=True)
+    self._loop = environment_loop.EnvironmentLoop(
+        environment, actor, counter=counting.Counter(counter, 'actor'),
+        logger=loggers.make_logger(settings.workdir, f'actor_{actor_id}', time_delta=30),
+        label=f'actor_{actor_id}')
+
+  def run(self) -> None:
+    self._loop.run()
+
+
+class EvaluatorNode:
+  """One-shot imitation of held-out demos, or the task policy on fresh episodes."""
+
+  def __init__(self, settings: ProgramSettings, config: MetaMimicConfig, policy: str,
+               learner, counter):
+    parts = _Parts(settings, config, training.HELD_OUT_FILE)
+    self._settings = settings
+    self._policy = policy
+    self._counter = counter
+    seed = settings.seed * 1000 + 999
+    self._actor = parts.builder.make_actor(
+        jax.random.PRNGKey(seed), parts.networks, parts.spec, learner, policy=policy,
+        sigma=0)
+    self._environment = (parts.builder.make_demo_environment(parts.demos, seed)
+                         if policy == 'imitation' else
+                         parts.builder.make_task_environment(seed))
+    self._logger = loggers.make_logger(settings.workdir, f'evaluator_{policy}',
+                                       time_delta=0)
+    self._lock = threading.Lock()
+
+  def evaluate(self) -> Dict[str, float]:
+    with self._lock:
+      counts = self._counter.get_counts()
+      if self._policy == 'imitation':
+        results = evaluation.evaluate_imitation(self._actor, self._environment)
+      else:
+        results = evaluation.evaluate_task(self._actor, self._environment,
+                                           self._settings.num_task_eval_episodes)
+      results.update(actor_steps=counts.get('actor_steps', 0),
+                     learner_steps=counts.get('learner_steps', 0))
+      self._logger.write(results)
+      return results
+
+  def plot_imitations(self, png: str) -> None:
+    with self._lock:
+      plotting.plot_imitations(self._actor, self._environment, png)
+
+  def run(self) -> None:
+    self.evaluate()
+    while not lp.wait_for_stop(self._settings.eval_every_seconds):
+      self.evaluate()
+
+
+class Coordinator:
+  """Ends the program at max_actor_steps after a final checkpoint and evaluation report."""
+
+  def __init__(self, settings: ProgramSettings, counter, learner, evaluators):
+    self._settings = settings
+    self._counter = counter
+    self._learner = learner
+    self._evaluators = evaluators
+
+  def run(self) -> None:
+    start = time.time()
+    while True:
+      steps = self._counter.get_counts().get('actor_steps', 0)
+      if steps >= self._settings.max_actor_steps:
+        break
+      if lp.wait_for_stop(2):  # Stopped from outside (Ctrl-C): nothing to report.
+        return
+    logging.info('Reached %d actor steps; finishing.', steps)
+    self._learner.save_checkpoint()
+    self._counter.save_checkpoint()
+    report = write_report(self._settings, [e.evaluate() for e in self._evaluators],
+                          self._counter.get_counts(), time.time() - start)
+    self._evaluators[0].plot_imitations(os.path.join(self._settings.workdir,
+                                                     'imitations.png'))
+    print(f'\nMetaMimic run finished after {steps} actor steps.\n'
+          f'  metrics:     {os.path.join(self._settings.workdir, "logs")}\n'
+          f'  checkpoints: {os.path.join(self._settings.workdir, "checkpoints")}\n'
+          f'  report:      {report}\n', flush=True)
+    lp.stop()
+
+
+def write_report(settings: ProgramSettings, results: Sequence[Dict[str, float]],
+                 counts: Dict[str, float], seconds: float) -> str:
+  """Writes report.json and learning-curve plots; returns the report's path."""
+  workdir = settings.workdir
+  for policy in ('imitation', 'task'):
+    plotting.plot_learning_curve(
+        os.path.join(workdir, 'logs', f'evaluator_{policy}', 'logs.csv'),
+        os.path.join(workdir, f'learning_curve_{policy}.png'),
+        keys=('imitation_reward',) if policy == 'imitation' else ('task_success',))
+  final = {}
+  for result in results:
+    final.update(result)
+  report = {'settings': dataclasses.asdict(settings), 'counts': counts,
+            'final_evaluation': final, 'seconds_this_launch': seconds}
+  path = os.path.join(workdir, 'report.json')
+  with open(path, 'w') as f:
+    json.dump(report, f, indent=2, default=float)
+  return path
+
+
+def check_resumable(settings: ProgramSettings, config: MetaMimicConfig) -> None:
+  """Raises CheckpointError if the workdir holds checkpoints `config` cannot resume."""
+  fingerprint = training.fingerprint(make_domain(settings.domain), config)
+  for name in ('learner', 'counter'):
+    checkpointing.check_directory(checkpoint_directory(settings, name), fingerprint)
