@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON310 := $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 
-.PHONY: install test test-all train imitate bench clean
+.PHONY: install test test-all train imitate clean
 
 install: $(VENV)/.installed
 
@@ -24,10 +24,10 @@ test-all: install
 	$(PY) -m pytest -q tests
 
 train: install
-	$(PY) experiments/train.py
+	$(PY) experiments/train.py $(ARGS)
 
 imitate: install
-	$(PY) launchpad_programs/imitate.py --lp_launch_type=local_mp
+	$(PY) launchpad_programs/imitate.py --lp_launch_type=local_mp $(ARGS)
 
 clean:
 	rm -rf $(VENV)

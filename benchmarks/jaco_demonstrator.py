@@ -3,7 +3,8 @@ r"""Jaco stacking: the scripted demonstrator's success rate, and environment spe
   python benchmarks/jaco_demonstrator.py --num_episodes=100 --num_workers=2
 
 Records --num_episodes seeded demonstrations in parallel (as generate_demos.py does) and
-reports the success rate and steps to the first task reward; then, on one core, times
+reports the success rate, steps to the first task reward, and the imitation reward a
+stationary arm earns on each (default feature reward groups); then, on one core, times
 the raw environment's control steps with features and with vision against raw
 `mujoco.mj_step` on the same model (one control step is 20 physics steps).
 """
@@ -35,12 +36,22 @@ _VISION_STEPS = flags.DEFINE_integer('vision_steps', 25, 'Timed vision steps.',
 
 
 def _episode(args):
+  """Records one demo: (stacked, steps to stack, length, CPU s, stationary score)."""
   num_bricks, seed = args
+  domain = jaco.JacoStackDomain(num_bricks=num_bricks)
   start = time.process_time()
-  demo = base.record_demonstration(jaco.JacoStackDomain(num_bricks=num_bricks), seed)
+  demo = base.record_demonstration(domain, seed)
+  cpu = time.process_time() - start
   stacked = demo.task_rewards.max() > 0
+  imitation = base.DemoConditionedEnvironment(domain, [demo],
+                                              domain.default_reward_groups)
+  timestep = imitation.reset()
+  stationary = []
+  while not timestep.last():
+    timestep = imitation.step(np.zeros(9, np.float32))
+    stationary.append(timestep.reward['imitation'])
   return (bool(stacked), int(demo.task_rewards.argmax()) + 1 if stacked else None,
-          demo.length, time.process_time() - start)
+          demo.length, cpu, float(np.mean(stationary)))
 
 
 def _control_steps_per_second(environment, num_steps: int) -> float:
@@ -89,6 +100,8 @@ def main(argv):
   print(f'  demo length: mean {np.mean([r[2] for r in results]):.1f} frames '
         f'(cap {domain.demo_length}); CPU per episode '
         f'{np.mean([r[3] for r in results]):.1f} s; wall {wall:.0f} s')
+  print(f'  imitation reward of a stationary arm (zero actions), mean per step: '
+        f'{np.mean([r[4] for r in results]):.3f} (the demonstrator itself: 1)')
 
   features = domain.make_environment(seed=0, time_limit=float('inf'))
   feature_rate = _control_steps_per_second(features, _FEATURE_STEPS.value)

@@ -8,19 +8,17 @@ Demonstration i is recorded with seed --seed + i. By default only successful
 demonstrations (some task reward) are kept.
 """
 
-import multiprocessing
 import os
 import time
-from typing import Optional
 
 from absl import app
 from absl import flags
 from absl import logging
 
 import metamimic_jax  # pylint: disable=unused-import  # Sets the process environment.
+from metamimic_jax import demo_generation
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax.environments import DOMAIN_NAMES
-from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
 
 _DOMAIN = flags.DEFINE_enum('domain', 'jaco_stack', DOMAIN_NAMES, 'Domain to record in.')
@@ -40,17 +38,6 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 64, 'jaco_stack: camera image s
 flags.mark_flag_as_required('output_dir')
 
 _JACO_FLAGS = ('vision', 'num_bricks', 'image_size')
-
-_worker_domain: Optional[base.Domain] = None
-
-
-def _start_worker(domain_name: str, domain_kwargs: dict) -> None:
-  global _worker_domain
-  _worker_domain = make_domain(domain_name, **domain_kwargs)
-
-
-def _record(seed: int) -> demos_lib.Demonstration:
-  return base.record_demonstration(_worker_domain, seed)
 
 
 def _domain_kwargs() -> dict:
@@ -95,19 +82,10 @@ def main(argv):
   logging.info('Recording %d %s demonstrations (up to %d frames each) with %d workers.',
                num_demos, domain.name, domain.demo_length, _NUM_WORKERS.value)
   start = time.time()
-  demos = []
-  context = multiprocessing.get_context('spawn')  # No fork of a process with threads.
-  with context.Pool(_NUM_WORKERS.value, initializer=_start_worker,
-                    initargs=(domain.name, domain_kwargs)) as pool:
-    for demo in pool.imap_unordered(_record, seeds):
-      demos.append(demo)
-      elapsed = time.time() - start
-      rate = len(demos) / elapsed
-      logging.info('%d/%d demonstrations, %.2f/s, %d successful, ETA %s',
-                   len(demos), num_demos, rate,
-                   sum(d.task_rewards.max() > 0 for d in demos),
-                   _format_seconds((num_demos - len(demos)) / rate))
-  demos.sort(key=lambda d: d.seed)
+  demos = demo_generation.generate(
+      domain.name, seeds, domain_kwargs, num_workers=_NUM_WORKERS.value,
+      progress_fn=demo_generation.log_progress(logging.info,
+                                               every=max(1, num_demos // 50)))
 
   successful = [d for d in demos if d.task_rewards.max() > 0]
   steps_to_success = [int(d.task_rewards.argmax()) + 1 for d in successful]

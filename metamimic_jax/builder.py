@@ -51,7 +51,12 @@ class MetaMimicBuilder:
 
   def make_replay_tables(self, environment_spec: specs.EnvironmentSpec,
                          enforce_samples_per_insert: bool = True) -> List[reverb.Table]:
-    """The experience memory; single-process loops pace learning themselves."""
+    """The experience memory.
+
+    Without `enforce_samples_per_insert` (single-process loops, which pace learning
+    themselves) sampling needs only one item: a larger minimum could deadlock the loop,
+    whose actor waits on the learner that waits on replay.
+    """
     config = self._config
     if enforce_samples_per_insert:
       tolerance = config.samples_per_insert_tolerance_rate * config.samples_per_insert
@@ -60,7 +65,7 @@ class MetaMimicBuilder:
           samples_per_insert=config.samples_per_insert,
           error_buffer=max(config.min_replay_size * tolerance, 2 * config.batch_size))
     else:
-      limiter = reverb.rate_limiters.MinSize(config.min_replay_size)
+      limiter = reverb.rate_limiters.MinSize(1)
     return [reverb.Table(
         name=config.replay_table_name,
         sampler=reverb.selectors.Uniform(),

@@ -8,14 +8,14 @@ from acme.utils.loggers import tf_summary
 
 def make_logger(workdir: str, label: str, time_delta: float = 10.0,
                 print_fn=print) -> loggers.Logger:
-  """Terminal every `time_delta` s; every write to CSV and TensorBoard.
+  """Terminal every `time_delta` s; every write to CSV (flushed: others read it) and TB.
 
   Files: `workdir`/logs/<label>/logs.csv (appended to on resume) and
   `workdir`/logs/tensorboard/<label>.
   """
   terminal = loggers.TimeFilter(
       loggers.TerminalLogger(label=label, print_fn=print_fn), time_delta)
-  csv = loggers.CSVLogger(workdir, label=label, add_uid=False)
+  csv = loggers.CSVLogger(workdir, label=label, add_uid=False, flush_every=1)
   tensorboard = tf_summary.TFSummaryLogger(
       os.path.join(workdir, 'logs', 'tensorboard', label), label)
   return FlattenFilter(loggers.NoneFilter(loggers.Dispatcher([terminal, csv, tensorboard])))

@@ -108,8 +108,10 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
       logger=loggers.make_logger(settings.workdir, 'learner'))
   actor = builder.make_actor(actor_key, networks, spec, learner,
                              adder=builder.make_adder(reverb.Client(address)))
+  # The n-step adder holds back n - 1 steps: start once min_replay_size items exist.
   agent = acme_agent.Agent(
-      actor, learner, min_observations=max(config.min_replay_size, config.batch_size),
+      actor, learner,
+      min_observations=max(config.min_replay_size, config.batch_size) + config.n_step,
       observations_per_step=config.batch_size / config.samples_per_insert)
   loop = environment_loop.EnvironmentLoop(
       environment, agent, counter=counting.Counter(counter, 'actor'),

@@ -26,7 +26,7 @@ def test_writes_loadable_train_and_held_out_files(tmp_path):
   assert len(train) == 6 and len(held_out) == 2
   assert sorted(d.seed for d in train + held_out) == list(range(3, 11))
   assert 'demonstrations succeeded' in result.stdout
-  assert '8/8 demonstrations' in result.stderr  # The progress log.
+  assert 'demonstrations 8/8' in result.stderr  # The progress log.
 
 
 def test_keeps_only_successful_demos_by_default(tmp_path):

@@ -37,6 +37,8 @@ def test_bad_constructor_arguments_are_refused():
     jaco.JacoStackDomain(num_bricks=4)
   with pytest.raises(ValueError, match='image_size'):
     jaco.JacoStackDomain(image_size=4)
+  with pytest.raises(ValueError, match='pass the environment'):
+    jaco.JacoStackDomain().make_demonstrator(seed=0)
 
 
 def test_feature_observations_match_the_spec(domain):

@@ -65,10 +65,14 @@ class Domain(abc.ABC):
 
   @abc.abstractmethod
   def make_demonstrator(self, seed: int,
-                        environment: dm_env.Environment) -> Demonstrator:
-    """A scripted demonstrator for `environment` (it may read its simulator state).
+                        environment: Optional[dm_env.Environment] = None
+                        ) -> Demonstrator:
+    """A scripted demonstrator; different seeds give different skills.
 
-    Different seeds give different skills.
+    Args:
+      seed: the demonstrator's seed.
+      environment: the raw environment it will act in; domains whose demonstrator
+        reads privileged simulator state (jaco_stack) require it.
     """
 
 

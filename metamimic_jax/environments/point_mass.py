@@ -61,7 +61,8 @@ class PointMassDomain(base.Domain):
     return dm_env.restart({k: np.asarray(v, np.float32) for k, v in observation.items()})
 
   def make_demonstrator(self, seed: int,
-                        environment: dm_env.Environment) -> base.Demonstrator:
+                        environment: Optional[dm_env.Environment] = None
+                        ) -> base.Demonstrator:
     del environment  # The demonstrator needs only the observations.
     from metamimic_jax.demonstrators import point_mass  # pylint: disable=g-import-not-at-top
     return point_mass.SmoothPathDemonstrator(seed, self.demo_length)

@@ -1,0 +1,67 @@
+"""Single-process training: it learns, checkpoints, resumes, and refuses bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from metamimic_jax import plotting
+from metamimic_jax import training
+from metamimic_jax.config import FeatureGroup, MetaMimicConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A tiny, fast setting: small networks, short horizon, a looser reward scale (500, not
+# the domain's 2000) so the signal is dense early. Measured: 0.06 -> 0.36 in 37k steps.
+FAST_CONFIG = MetaMimicConfig(
+    reward_groups=(FeatureGroup(('position', 'velocity'), 1.0, 500.0),),
+    batch_size=64, learning_rate=3e-4, samples_per_insert=8.0, n_step=3, discount=0.9,
+    vmax=10.0, num_atoms=21, min_replay_size=500, target_update_period=20,
+    policy_layer_sizes=(64, 64), critic_layer_sizes=(64, 64), train_task_policy=False)
+
+
+def _settings(workdir, **kwargs):
+  defaults = dict(workdir=str(workdir), num_demos=24, held_out_fraction=0.17,
+                  num_demo_workers=1, eval_every_env_steps=3000,
+                  num_task_eval_episodes=2, seed=0)
+  return training.TrainSettings(**{**defaults, **kwargs})
+
+
+def _evaluations(workdir):
+  return plotting.read_csv(os.path.join(workdir, 'logs', 'evaluator', 'logs.csv'))
+
+
+def test_short_training_run_beats_the_untrained_policy_on_held_out_demos(tmp_path):
+  training.run(_settings(tmp_path, max_env_steps=39_000), FAST_CONFIG)
+  rewards = _evaluations(tmp_path)['imitation_reward']
+  untrained, learned = rewards[0], np.max(rewards[-3:])
+  assert learned > untrained + 0.1, rewards
+  for name in ('learning_curve.png', 'imitations.png'):
+    assert os.path.getsize(tmp_path / name) > 1000
+  assert os.listdir(tmp_path / 'checkpoints')
+
+
+def test_rerun_resumes_from_the_checkpoint(tmp_path):
+  config = MetaMimicConfig(batch_size=16, min_replay_size=50, policy_layer_sizes=(8,),
+                           critic_layer_sizes=(8,), train_task_policy=False)
+  training.run(_settings(tmp_path, num_demos=4, max_env_steps=500,
+                         eval_every_env_steps=500), config)
+  first = _evaluations(tmp_path)
+  training.run(_settings(tmp_path, num_demos=4, max_env_steps=1000,
+                         eval_every_env_steps=500), config)
+  resumed = _evaluations(tmp_path)['actor_steps'][len(first['actor_steps']):]
+  assert resumed[0] >= first['actor_steps'][-1] >= 500  # Counts on, not from zero.
+  assert resumed[-1] >= 1000
+
+
+def test_train_script_refuses_bad_demonstrations_clearly(tmp_path):
+  (tmp_path / 'train.h5').write_bytes(b'\x89HDF\r\n truncated')
+  (tmp_path / 'held_out.h5').write_bytes(b'')
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'experiments', 'train.py'),
+       f'--workdir={tmp_path / "run"}', f'--demo_dir={tmp_path}'],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert result.returncode != 0
+  assert f'{tmp_path / "train.h5"}' in result.stderr
+  assert 'Traceback' not in result.stderr
