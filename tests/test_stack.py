@@ -68,13 +68,17 @@ def test_n_step_adder_accumulates_nested_rewards():
       adder.add(np.zeros(2, np.float32), dm_env.transition(
           {'imitation': np.float32(r), 'task': np.float32(1.0)}, observation,
           np.float32(1.0)))
-    item = next(client.sample(builder.config.replay_table_name,
-                              emit_timesteps=False,
-                                       unpack_as_table_signature=True)).data
+    samples = client.sample(builder.config.replay_table_name, num_samples=200,
+                            emit_timesteps=False, unpack_as_table_signature=True)
+    items = {sample.info.key: sample.data for sample in samples}.values()
+    # The 3-step transition from the first step (discount g^2), beside shorter ones.
     g = builder.config.discount
-    np.testing.assert_allclose(item.reward['imitation'], 0.1 + g * 0.2 + g**2 * 0.4,
+    full = [item for item in items if abs(item.discount['imitation'] - g**2) < 1e-6]
+    assert len(full) == 1
+    np.testing.assert_allclose(full[0].reward['imitation'], 0.1 + g * 0.2 + g**2 * 0.4,
                                rtol=1e-6)
-    np.testing.assert_allclose(item.reward['task'], 1 + g + g**2, rtol=1e-6)
+    np.testing.assert_allclose(full[0].reward['task'], 1 + g + g**2, rtol=1e-6)
+    np.testing.assert_allclose(full[0].discount['task'], g**2, rtol=1e-6)
   finally:
     server.stop()
 
