@@ -86,6 +86,17 @@ class _Parts:
     self.networks = self.builder.make_networks(self.spec)
 
 
+def exit_on_stop() -> None:
+  """Ends this node's process as soon as the program stops.
+
+  For nodes whose state is already saved when the program stops (the coordinator
+  checkpoints first; Ctrl-C keeps the last periodic checkpoint): blocked inside Reverb's
+  or Courier's C++ (a rate-limited insert, a call to a counter that has exited) they
+  cannot see Launchpad's stop, and would be killed with the whole runtime.
+  """
+  lp.register_stop_handler(lambda: os._exit(0))  # pylint: disable=protected-access
+
+
 def checkpoint_directory(settings: ProgramSettings, name: str) -> str:
   return os.path.join(settings.workdir, 'checkpoints', name)
 
@@ -128,6 +139,7 @@ class LearnerNode:
     self._lock = threading.Lock()
 
   def run(self) -> None:
+    exit_on_stop()
     with signals.runtime_terminator():
       while True:
         with self._lock:
@@ -163,6 +175,7 @@ class ActorNode:
         label=f'actor_{actor_id}')
 
   def run(self) -> None:
+    exit_on_stop()
     self._loop.run()
 
 
@@ -204,6 +217,7 @@ class EvaluatorNode:
       plotting.plot_imitations(self._actor, self._environment, png)
 
   def run(self) -> None:
+    exit_on_stop()
     self.evaluate()
     while not lp.wait_for_stop(self._settings.eval_every_seconds):
       self.evaluate()

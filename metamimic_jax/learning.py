@@ -158,6 +158,9 @@ class MetaMimicLearner(acme.Learner):
                logger: Optional[loggers.Logger] = None,
                log_every_seconds: float = 10.0):
     self._devices = list(devices or jax.local_devices())
+    if config.batch_size % len(self._devices):
+      raise ValueError(f'batch_size {config.batch_size} must be divisible by the '
+                       f'{len(self._devices)} local devices the learner shards it over')
     self._iterator = iterator
     self._counter = counter or counting.Counter()
     self._logger = logger or loggers.make_default_logger('learner', save_data=False)
