@@ -87,7 +87,8 @@ class _Parts:
 
 
 def exit_on_stop() -> None:
-  """Ends this node's process as soon as the program stops.
+  """Ends this node's process as soon as the program stops (call it first in __init__,
+  so a node still being built when a short run ends leaves too).
 
   For nodes whose state is already saved when the program stops (the coordinator
   checkpoints first; Ctrl-C keeps the last periodic checkpoint): blocked inside Reverb's
@@ -125,6 +126,7 @@ class LearnerNode:
 
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig, replay,
                counter):
+    exit_on_stop()
     parts = _Parts(settings, config)
     self._replay = replay
     self._learner = parts.builder.make_learner(
@@ -139,7 +141,6 @@ class LearnerNode:
     self._lock = threading.Lock()
 
   def run(self) -> None:
-    exit_on_stop()
     with signals.runtime_terminator():
       while True:
         with self._lock:
@@ -161,6 +162,7 @@ class ActorNode:
 
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig,
                actor_id: int, replay, learner, counter):
+    exit_on_stop()
     parts = _Parts(settings, config)
     seed = settings.seed * 1000 + actor_id + 1
     environment = parts.builder.make_demo_environment(parts.demos, seed)
@@ -175,7 +177,6 @@ class ActorNode:
         label=f'actor_{actor_id}')
 
   def run(self) -> None:
-    exit_on_stop()
     self._loop.run()
 
 
@@ -184,6 +185,7 @@ class EvaluatorNode:
 
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig, policy: str,
                learner, counter):
+    exit_on_stop()
     parts = _Parts(settings, config, training.HELD_OUT_FILE)
     self._settings = settings
     self._policy = policy
@@ -192,6 +194,7 @@ class EvaluatorNode:
     self._actor = parts.builder.make_actor(
         jax.random.PRNGKey(seed), parts.networks, parts.spec, learner, policy=policy,
         sigma=0)
+    self._trajectory_key = parts.domain.trajectory_key
     self._environment = (parts.builder.make_demo_environment(parts.demos, seed)
                          if policy == 'imitation' else
                          parts.builder.make_task_environment(seed))
@@ -214,10 +217,10 @@ class EvaluatorNode:
 
   def plot_imitations(self, png: str) -> None:
     with self._lock:
-      plotting.plot_imitations(self._actor, self._environment, png)
+      plotting.plot_imitations(self._actor, self._environment, png,
+                               self._trajectory_key)
 
   def run(self) -> None:
-    exit_on_stop()
     self.evaluate()
     while not lp.wait_for_stop(self._settings.eval_every_seconds):
       self.evaluate()

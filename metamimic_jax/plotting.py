@@ -45,7 +45,7 @@ def plot_learning_curve(eval_csv: str, png: str,
 
 
 def plot_imitations(actor, environment: base.DemoConditionedEnvironment, png: str,
-                    num_demos: int = 4, key: str = 'position') -> None:
+                    key: str, num_demos: int = 4) -> None:
   """Agent (solid) against demonstration (dashed) for the first features of `key`."""
   num_demos = min(num_demos, environment.num_demonstrations)
   fig, axes = plt.subplots(1, num_demos, figsize=(3.5 * num_demos, 3.5), squeeze=False)

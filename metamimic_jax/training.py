@@ -158,7 +158,8 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
       os.path.join(settings.workdir, 'logs', 'evaluator', 'logs.csv'),
       os.path.join(settings.workdir, 'learning_curve.png'))
   plotting.plot_imitations(imitation_evaluator, held_out_environment,
-                           os.path.join(settings.workdir, 'imitations.png'))
+                           os.path.join(settings.workdir, 'imitations.png'),
+                           domain.trajectory_key)
   server.stop()
   logging.info('Done. Metrics: %s/logs, checkpoints: %s, plots: %s',
                settings.workdir, checkpointer.directory, settings.workdir)

@@ -52,6 +52,7 @@ def test_feature_observations_match_the_spec(domain):
     for key, value in timestep.observation.items():
       assert value.dtype == np.float32 and value.shape == FEATURE_SHAPES[key], key
   assert timesteps[-1].reward.dtype == np.float32
+  assert environment.action_spec().dtype == np.float32  # Replay stores policy actions.
 
 
 def test_three_bricks_add_a_brick():

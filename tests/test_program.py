@@ -59,19 +59,19 @@ def test_same_command_resumes_and_refuses_an_incompatible_config(finished_run):
   with open(os.path.join(workdir, 'report.json')) as f:
     first = json.load(f)['counts']
   rows_before = len(_rows(workdir, 'evaluator_imitation'))
-  result = _launch(workdir, '--max_actor_steps=3000')
+  result = _launch(workdir, '--max_actor_steps=4000')
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   output = result.stdout + result.stderr
   assert 'Restored checkpoint' in output and 'learner/ckpt_' in output
   with open(os.path.join(workdir, 'report.json')) as f:
     second = json.load(f)['counts']
-  assert second['actor_steps'] >= 3000
+  assert second['actor_steps'] >= 4000
   assert second['learner_steps'] > first['learner_steps']
   # The resumed run counts on from where the first ended (its limit was 2000 steps).
   resumed = _rows(workdir, 'evaluator_imitation')[rows_before:]
   assert resumed and min(int(float(r['actor_steps'])) for r in resumed) >= 2000
 
-  result = _launch(workdir, '--max_actor_steps=3000', '--batch_size=64', timeout=120)
+  result = _launch(workdir, '--max_actor_steps=4000', '--batch_size=64', timeout=120)
   assert result.returncode != 0
   assert 'incompatible configuration' in result.stderr
   assert 'batch_size: checkpoint 32, requested 64' in result.stderr

@@ -48,6 +48,7 @@ class Domain(abc.ABC):
   name: str
   demo_length: int  # Frames in a recorded demonstration (at most).
   default_reward_groups: Tuple[FeatureGroup, ...]
+  trajectory_key: str  # An observation key whose first two entries plot as a path.
 
   @abc.abstractmethod
   def make_environment(self, seed: int,

@@ -225,7 +225,7 @@ class JacoStackEnvironment(dm_env.Environment):
     return dict(self._spec)
 
   def action_spec(self):
-    return self._environment.action_spec()
+    return self._environment.action_spec().replace(dtype=np.float32)  # As the policy's.
 
   def reward_spec(self):
     return specs.Array((), np.float32, 'task')
@@ -241,6 +241,7 @@ class JacoStackDomain(base.Domain):
   """Jaco block stacking; a demonstration is one scripted stack."""
 
   name = 'jaco_stack'
+  trajectory_key = 'pinch_pos'
 
   def __init__(self, num_bricks: int = 2, vision: bool = False, image_size: int = 64,
                time_limit: Optional[float] = None):

@@ -37,6 +37,7 @@ class PointMassDomain(base.Domain):
   name = 'point_mass'
   demo_length = 100  # 4 s.
   default_reward_groups = (FeatureGroup(('position', 'velocity'), 1.0, 2000.0),)
+  trajectory_key = 'position'
 
   def make_environment(self, seed: int,
                        time_limit: Optional[float] = None) -> dm_env.Environment:
