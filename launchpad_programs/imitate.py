@@ -10,6 +10,7 @@ into <workdir>/demos unless --demo_dir is given. The run stops by itself at
 
 import os
 import sys
+from typing import Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -19,7 +20,6 @@ from metamimic_jax import checkpointing
 from metamimic_jax import demonstrations
 from metamimic_jax import distributed
 from metamimic_jax import flags as config_flags
-from metamimic_jax import training
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import DOMAIN_NAMES
@@ -66,12 +66,11 @@ _CHECKPOINT_MINUTES = flags.DEFINE_float('checkpoint_minutes', 5.0,
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 
-def make_program(settings: distributed.ProgramSettings,
-                 config: MetaMimicConfig, colocate_actors: bool = False) -> lp.Program:
+def make_program(settings: distributed.ProgramSettings, config: MetaMimicConfig,
+                 train_demos: Sequence[demonstrations.Demonstration],
+                 colocate_actors: bool = False) -> lp.Program:
   """The program graph; every node builds its parts through the MetaMimicBuilder."""
   builder = MetaMimicBuilder(config, make_domain(settings.domain))
-  train_demos, _ = training.prepare_demonstrations(
-      make_domain(settings.domain), settings.demo_dir, generate=False)
   spec = distributed.environment_spec(builder, train_demos)
 
   program = lp.Program('metamimic')
@@ -124,13 +123,14 @@ def main(argv):
   settings = _settings_from_flags()
   config = config_flags.config_from_flags()
   try:
-    distributed.prepare_workdir(settings, config, generate_demos=_DEMO_DIR.value is None,
-                                num_demos=_NUM_DEMOS.value)
+    train_demos = distributed.prepare_workdir(
+        settings, config, generate_demos=_DEMO_DIR.value is None,
+        num_demos=_NUM_DEMOS.value)
   except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError) as e:
     sys.exit(f'error: {e}')
   logging.info('Launching MetaMimic on %s with %d actors; workdir %s', settings.domain,
                settings.num_actors, settings.workdir)
-  program = make_program(settings, config, _COLOCATE_ACTORS.value)
+  program = make_program(settings, config, train_demos, _COLOCATE_ACTORS.value)
   resources = None
   if flags.FLAGS.lp_launch_type == 'local_mp':  # Only the learner may take a GPU.
     no_gpu = local_multi_processing.PythonProcess(env={'CUDA_VISIBLE_DEVICES': ''})

@@ -57,8 +57,11 @@ def environment_spec(builder: MetaMimicBuilder,
 
 
 def prepare_workdir(settings: ProgramSettings, config: MetaMimicConfig,
-                    generate_demos: bool, num_demos: int) -> None:
-  """Checks the workdir before any node starts; generates demonstrations if asked.
+                    generate_demos: bool, num_demos: int
+                    ) -> Sequence[demos_lib.Demonstration]:
+  """Checks the workdir before any node starts; returns the training demonstrations.
+
+  Generates the demonstrations first if asked and they are absent.
 
   Raises OSError (unwritable workdir), CheckpointError (incompatible checkpoints) or
   DemonstrationError (missing or bad demonstrations), each with a clear message.
@@ -67,22 +70,21 @@ def prepare_workdir(settings: ProgramSettings, config: MetaMimicConfig,
   if not os.access(settings.workdir, os.R_OK | os.W_OK | os.X_OK):
     raise OSError(f'{settings.workdir}: the workdir is not readable and writable')
   check_resumable(settings, config)
-  training.prepare_demonstrations(make_domain(settings.domain), settings.demo_dir,
-                                  generate=generate_demos, num_demos=num_demos,
-                                  seed=settings.seed)
+  train, _ = training.prepare_demonstrations(
+      make_domain(settings.domain), settings.demo_dir, generate=generate_demos,
+      num_demos=num_demos, seed=settings.seed)
+  return train
 
 
 class _Parts:
   """What every node needs: domain, builder, demonstrations, spec and networks."""
 
-  def __init__(self, settings: ProgramSettings, config: MetaMimicConfig,
-               demo_file: str = training.TRAIN_FILE):
+  def __init__(self, settings: ProgramSettings, config: MetaMimicConfig):
     self.domain = make_domain(settings.domain)
     self.builder = MetaMimicBuilder(config, self.domain)
-    train, held_out = training.prepare_demonstrations(self.domain, settings.demo_dir,
-                                                      generate=False)
-    self.demos = train if demo_file == training.TRAIN_FILE else held_out
-    self.spec = environment_spec(self.builder, train)
+    self.train_demos, self.held_out_demos = training.prepare_demonstrations(
+        self.domain, settings.demo_dir, generate=False)
+    self.spec = environment_spec(self.builder, self.train_demos)
     self.networks = self.builder.make_networks(self.spec)
 
 
@@ -165,7 +167,7 @@ class ActorNode:
     exit_on_stop()
     parts = _Parts(settings, config)
     seed = settings.seed * 1000 + actor_id + 1
-    environment = parts.builder.make_demo_environment(parts.demos, seed)
+    environment = parts.builder.make_demo_environment(parts.train_demos, seed)
     actor = parts.builder.make_actor(
         jax.random.PRNGKey(seed), parts.networks, parts.spec, learner,
         adder=parts.builder.make_adder(replay),
@@ -186,7 +188,7 @@ class EvaluatorNode:
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig, policy: str,
                learner, counter):
     exit_on_stop()
-    parts = _Parts(settings, config, training.HELD_OUT_FILE)
+    parts = _Parts(settings, config)
     self._settings = settings
     self._policy = policy
     self._counter = counter
@@ -195,7 +197,7 @@ class EvaluatorNode:
         jax.random.PRNGKey(seed), parts.networks, parts.spec, learner, policy=policy,
         sigma=0)
     self._trajectory_key = parts.domain.trajectory_key
-    self._environment = (parts.builder.make_demo_environment(parts.demos, seed)
+    self._environment = (parts.builder.make_demo_environment(parts.held_out_demos, seed)
                          if policy == 'imitation' else
                          parts.builder.make_task_environment(seed))
     self._logger = loggers.make_logger(settings.workdir, f'evaluator_{policy}',
