@@ -3,6 +3,10 @@
 import dataclasses
 from typing import Optional, Tuple
 
+# Every reward lies in [0, MAX_REWARD]: the imitation reward's group weights sum to 1 and
+# the task reward is sparse (0 or 1). The value support must cover the returns this allows.
+MAX_REWARD = 1.0
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureGroup:
@@ -22,8 +26,9 @@ class MetaMimicConfig:
   batch_size: int = 256
   target_update_period: int = 100
   num_atoms: int = 51
-  vmin: float = 0.0  # Imitation rewards lie in [0, 1] ...
-  vmax: float = 100.0  # ... so returns lie in [0, 1 / (1 - discount)].
+  vmin: float = 0.0  # Rewards are non-negative ...
+  # ... and returns at most MAX_REWARD / (1 - discount): None derives vmax from that.
+  vmax: Optional[float] = None
   clipping: bool = True  # Clip dQ/da in the policy loss (as Acme's D4PG).
 
   # Replay.
@@ -53,9 +58,27 @@ class MetaMimicConfig:
       raise ValueError(f'n_step must be >= 1, got {self.n_step}')
     if self.goal_horizon < 1:
       raise ValueError(f'goal_horizon must be >= 1, got {self.goal_horizon}')
-    if self.vmax <= self.vmin:
+    if not 0 <= self.discount < 1:
+      raise ValueError(f'discount must lie in [0, 1), got {self.discount} (episodes '
+                       'bootstrap at their time limits, so returns need discounting)')
+    if self.vmax is not None and self.vmax <= self.vmin:
       raise ValueError(f'vmax ({self.vmax}) must exceed vmin ({self.vmin})')
+    if self.vmax is not None and self.vmax < self.max_return * (1 - 1e-6):
+      raise ValueError(
+          f'vmax {self.vmax:g} is below the largest return the rewards can reach, '
+          f'{self.max_return:g} = {MAX_REWARD:g} / (1 - discount {self.discount:g}); '
+          'raise vmax or lower the discount')
     if self.reward_groups:
       total = sum(g.weight for g in self.reward_groups)
       if abs(total - 1.0) > 1e-6:
         raise ValueError(f'reward group weights must sum to 1, got {total}')
+
+  @property
+  def max_return(self) -> float:
+    """The largest discounted return the rewards allow (bootstrapped episodes)."""
+    return MAX_REWARD / (1.0 - self.discount)
+
+  @property
+  def value_support(self) -> Tuple[float, float]:
+    """(vmin, vmax) of the critic's atoms; vmax defaults to `max_return`."""
+    return self.vmin, self.max_return if self.vmax is None else self.vmax

@@ -1,6 +1,6 @@
 """One-shot imitation and task evaluation."""
 
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 from acme import core
 import dm_env
@@ -20,25 +20,39 @@ def run_episode(actor: core.Actor, environment: dm_env.Environment) -> List[dm_e
 
 
 def evaluate_imitation(actor: core.Actor,
-                       environment: base.DemoConditionedEnvironment) -> Dict[str, float]:
-  """Imitates each of the environment's demonstrations once (one shot, no noise).
+                       environment: base.DemoConditionedEnvironment,
+                       demo_indices: Optional[Sequence[int]] = None) -> Dict[str, float]:
+  """Imitates demonstrations once each (one shot, no noise): all, or `demo_indices`.
 
-  Returns the mean per-step imitation reward over all demos (1.0 is a perfect copy),
-  its spread, and the task return and success the imitations achieved.
+  Returns the mean per-step imitation reward (1.0 is a perfect copy) and its spread, the
+  domain's per-step tracking errors in physical units (means over steps, then demos),
+  the task return and success the imitations achieved, and the fraction of imitations
+  that end in task success (for Jaco: bricks stacked at the last frame).
   """
   actor.update(wait=True)
-  per_demo_reward, task_returns = [], []
-  for index in range(environment.num_demonstrations):
+  indices = range(environment.num_demonstrations) if demo_indices is None else demo_indices
+  per_demo_reward, task_returns, final_success = [], [], []
+  per_demo_errors: Dict[str, List[float]] = {}
+  for index in indices:
     environment.select_demonstration(index)
     timesteps = run_episode(actor, environment)[1:]
+    frames = environment.demonstration.observations
+    errors = [environment.domain.tracking_errors(
+        ts.observation[base.OBSERVATION], {k: v[t] for k, v in frames.items()})
+              for t, ts in enumerate(timesteps, start=1)]
+    for name in errors[0]:
+      per_demo_errors.setdefault(name, []).append(np.mean([e[name] for e in errors]))
     per_demo_reward.append(np.mean([ts.reward[base.IMITATION] for ts in timesteps]))
     task_returns.append(np.sum([ts.reward[base.TASK] for ts in timesteps]))
+    final_success.append(timesteps[-1].reward[base.TASK] > 0)
   return {
       'imitation_reward': float(np.mean(per_demo_reward)),
       'imitation_reward_min': float(np.min(per_demo_reward)),
       'imitation_reward_std': float(np.std(per_demo_reward)),
+      **{name: float(np.mean(values)) for name, values in per_demo_errors.items()},
       'imitation_task_return': float(np.mean(task_returns)),
       'imitation_task_success': float(np.mean(np.asarray(task_returns) > 0)),
+      'imitation_final_task_success': float(np.mean(final_success)),
   }
 
 

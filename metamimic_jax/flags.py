@@ -20,6 +20,8 @@ _SIGMA = flags.DEFINE_float('sigma', 0.3, 'Gaussian exploration noise (half-rang
 _N_STEP = flags.DEFINE_integer('n_step', 5, 'n of the n-step returns.', lower_bound=1)
 _DISCOUNT = flags.DEFINE_float('discount', 0.99, 'Discount.', lower_bound=0,
                                upper_bound=1)
+_VMAX = flags.DEFINE_float('vmax', None, 'Largest value of the critic support (default: '
+                           'the largest return, 1 / (1 - discount)).')
 _POLICY_LAYERS = flags.DEFINE_list('policy_layers', ['256', '256', '256'],
                                    'Policy torso layer sizes.')
 _CRITIC_LAYERS = flags.DEFINE_list('critic_layers', ['512', '512', '256'],
@@ -47,7 +49,7 @@ def config_from_flags() -> MetaMimicConfig:
         batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
         samples_per_insert=_SAMPLES_PER_INSERT.value,
         min_replay_size=_MIN_REPLAY_SIZE.value, sigma=_SIGMA.value,
-        n_step=_N_STEP.value, discount=_DISCOUNT.value,
+        n_step=_N_STEP.value, discount=_DISCOUNT.value, vmax=_VMAX.value,
         policy_layer_sizes=_layers(_POLICY_LAYERS.value, 'policy_layers'),
         critic_layer_sizes=_layers(_CRITIC_LAYERS.value, 'critic_layers'),
         goal_horizon=_GOAL_HORIZON.value, train_task_policy=_TRAIN_TASK.value)

@@ -117,7 +117,7 @@ def make_actor_critic(action_spec: specs.BoundedArray, config: MetaMimicConfig,
   return ActorCriticNetworks(
       policy=hk.without_apply_rng(hk.transform(policy_fn)),
       critic=hk.without_apply_rng(hk.transform(critic_fn)),
-      atoms=jnp.linspace(config.vmin, config.vmax, config.num_atoms))
+      atoms=jnp.linspace(*config.value_support, config.num_atoms))
 
 
 def make_networks(environment_spec: specs.EnvironmentSpec,

@@ -81,7 +81,7 @@ def test_target_networks_update_every_period():
 def test_critic_learns_a_constant_reward():
   """With discount 0 the imitation critic's mean must approach the reward, 0.7."""
   _, _, spec = helpers.point_mass_setup()
-  config = dataclasses.replace(helpers.TINY_CONFIG, learning_rate=3e-3, vmax=2.0,
+  config = dataclasses.replace(helpers.TINY_CONFIG, learning_rate=3e-3, discount=0.5,
                                num_atoms=21)
   networks = networks_lib.make_networks(spec, config)
   state = _initial_state(spec, networks, config)

@@ -65,6 +65,11 @@ class Domain(abc.ABC):
     """Starts an episode at `state`; returns its FIRST timestep."""
 
   @abc.abstractmethod
+  def tracking_errors(self, observation: Mapping[str, np.ndarray],
+                      demo_frame: Mapping[str, np.ndarray]) -> Dict[str, float]:
+    """How far an observation is from the demonstration frame, in physical units."""
+
+  @abc.abstractmethod
   def make_demonstrator(self, seed: int,
                         environment: Optional[dm_env.Environment] = None
                         ) -> Demonstrator:
@@ -102,8 +107,10 @@ class DemoConditionedEnvironment(dm_env.Environment):
   """Episodes that imitate a demonstration: observation {observation, goal}.
 
   At step t the goal is demo frames t+1 .. t+H (the last frame repeats past the end);
-  the reward is {'imitation': similarity of o_{t+1} to d_{t+1}, 'task': task reward};
-  the episode terminates when the demonstration ends.
+  the reward is {'imitation': similarity of o_{t+1} to d_{t+1}, 'task': task reward}.
+  The episode ends with the demonstration as a time limit (discount 1, so both critics
+  bootstrap): the observation does not say how much of the demonstration is left, and
+  past its end the goal stays at the last frame, a state worth holding.
   """
 
   def __init__(self,
@@ -148,6 +155,10 @@ class DemoConditionedEnvironment(dm_env.Environment):
   def demonstration(self) -> demos_lib.Demonstration:
     return self._demo
 
+  @property
+  def domain(self) -> Domain:
+    return self._domain
+
   def reset(self) -> dm_env.TimeStep:
     index = (self._rng.integers(len(self._demos))
              if self._next_demo is None else self._next_demo)
@@ -165,10 +176,10 @@ class DemoConditionedEnvironment(dm_env.Environment):
     reward = {IMITATION: np.float32(self._reward_fn(observed, target)),
               TASK: np.float32(timestep.reward)}
     observation = self._observation(timestep.observation)
-    if self._t >= self._demo.length - 1:
-      return dm_env.termination(reward, observation)._replace(discount=np.float32(0))
-    if timestep.last():
+    if timestep.last():  # The raw environment's own end (discount 0 if terminal).
       return dm_env.truncation(reward, observation, np.float32(timestep.discount))
+    if self._t >= self._demo.length - 1:  # A time limit: both critics bootstrap here.
+      return dm_env.truncation(reward, observation, np.float32(1))
     return dm_env.transition(reward, observation, np.float32(1))
 
   def _observation(self, raw: Mapping[str, np.ndarray]) -> Dict[str, object]:

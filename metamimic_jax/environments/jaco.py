@@ -64,6 +64,13 @@ def brick_keys(index: int) -> Tuple[str, str]:
   return f'brick{index}_pos', f'brick{index}_quat'
 
 
+def joint_angle_difference(arm_pos_a: np.ndarray, arm_pos_b: np.ndarray) -> np.ndarray:
+  """Per-joint angle a - b in (-pi, pi], from two `arm_pos` (sin, cos) observations."""
+  sin_a, cos_a = np.split(np.asarray(arm_pos_a, np.float64), 2, axis=-1)
+  sin_b, cos_b = np.split(np.asarray(arm_pos_b, np.float64), 2, axis=-1)
+  return np.arctan2(sin_a * cos_b - cos_a * sin_b, cos_a * cos_b + sin_a * sin_b)
+
+
 class StackTask(bricks.Stack):
   """dm_control's Stack task with the sparse reward; the shaped one stays available."""
 
@@ -284,6 +291,18 @@ class JacoStackDomain(base.Domain):
   def restore_state(self, environment: JacoStackEnvironment,
                     state: Mapping[str, np.ndarray]) -> dm_env.TimeStep:
     return environment.restore_state(state)
+
+  def tracking_errors(self, observation: Mapping[str, np.ndarray],
+                      demo_frame: Mapping[str, np.ndarray]) -> Dict[str, float]:
+    """Pinch-site and free-brick position errors (cm), mean arm joint error (rad)."""
+    distance = lambda key: float(np.linalg.norm(observation[key] - demo_frame[key]))
+    free_bricks = [brick_keys(i)[0] for i in range(1, self.num_bricks)]
+    return {
+        'pinch_error_cm': 100 * distance('pinch_pos'),
+        'brick_error_cm': 100 * float(np.mean([distance(k) for k in free_bricks])),
+        'arm_joint_error_rad': float(np.mean(np.abs(
+            joint_angle_difference(observation['arm_pos'], demo_frame['arm_pos'])))),
+    }
 
   def make_demonstrator(self, seed: int,
                         environment: Optional[JacoStackEnvironment] = None

@@ -61,6 +61,11 @@ class PointMassDomain(base.Domain):
     observation = environment.task.get_observation(physics)
     return dm_env.restart({k: np.asarray(v, np.float32) for k, v in observation.items()})
 
+  def tracking_errors(self, observation: Mapping[str, np.ndarray],
+                      demo_frame: Mapping[str, np.ndarray]) -> Dict[str, float]:
+    error = np.linalg.norm(observation['position'] - demo_frame['position'])
+    return {'position_error_cm': 100 * float(error)}
+
   def make_demonstrator(self, seed: int,
                         environment: Optional[dm_env.Environment] = None
                         ) -> base.Demonstrator:

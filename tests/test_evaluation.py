@@ -1,0 +1,80 @@
+"""Evaluation metrics: tracking errors in physical units on hand-made trajectories."""
+
+import numpy as np
+import pytest
+
+from metamimic_jax import evaluation
+from metamimic_jax.environments import jaco
+from metamimic_jax.environments import point_mass
+from tests import helpers
+
+
+def _arm_pos(angles):
+  angles = np.asarray(angles, np.float32)
+  return np.concatenate([np.sin(angles), np.cos(angles)])
+
+
+def test_joint_angle_difference_wraps_around_pi():
+  a = _arm_pos([3.1, -3.1, 0.5, 0.0, 1.0, -2.0])
+  b = _arm_pos([-3.1, 3.1, 0.2, 0.0, -1.0, 2.0])
+  expected = [6.2 - 2 * np.pi, 2 * np.pi - 6.2, 0.3, 0.0, 2.0, 2 * np.pi - 4.0]
+  np.testing.assert_allclose(jaco.joint_angle_difference(a, b), expected, atol=1e-5)
+
+
+def test_jaco_tracking_errors_in_cm_and_rad():
+  domain = jaco.JacoStackDomain(num_bricks=3)
+  demo = {'pinch_pos': np.array([0.1, 0.2, 0.3]), 'arm_pos': _arm_pos([0.0] * 6),
+          'brick0_pos': np.zeros(3), 'brick1_pos': np.zeros(3),
+          'brick2_pos': np.array([0.0, 0.0, 0.1])}
+  observed = {'pinch_pos': np.array([0.13, 0.24, 0.3]),  # 5 cm away.
+              'arm_pos': _arm_pos([0.1, -0.1, 0.4, 0.0, 0.0, -0.6]),  # Mean |d| 0.2.
+              'brick0_pos': np.ones(3),  # The fixed base brick does not count.
+              'brick1_pos': np.array([0.0, 0.02, 0.0]),  # 2 cm.
+              'brick2_pos': np.array([0.0, 0.0, 0.06])}  # 4 cm.
+  errors = domain.tracking_errors(observed, demo)
+  assert errors['pinch_error_cm'] == pytest.approx(5.0, rel=1e-6)
+  assert errors['brick_error_cm'] == pytest.approx(3.0, rel=1e-6)
+  assert errors['arm_joint_error_rad'] == pytest.approx(0.2, rel=1e-5)
+
+
+def test_point_mass_tracking_error_in_cm():
+  errors = point_mass.PointMassDomain().tracking_errors(
+      {'position': np.array([0.03, 0.04])}, {'position': np.zeros(2)})
+  assert errors == {'position_error_cm': pytest.approx(5.0)}
+
+
+class _ConstantActor:
+  """Always the same action; no parameters to fetch."""
+
+  def __init__(self, action):
+    self._action = action
+
+  def update(self, wait=False):
+    del wait
+
+  def select_action(self, observation):
+    del observation
+    return self._action
+
+
+def test_evaluate_imitation_averages_errors_over_steps_then_demos():
+  _, environment, _ = helpers.point_mass_setup(num_demos=3)
+  action = np.array([0.4, -0.2], np.float32)
+  expected_errors, expected_final = [], []
+  for index in (0, 2):  # A subset of the demonstrations.
+    environment.select_demonstration(index)
+    timestep = environment.reset()
+    demo_positions = environment.demonstration.observations['position']
+    errors = []
+    for t in range(1, environment.demonstration.length):
+      timestep = environment.step(action)
+      errors.append(np.linalg.norm(timestep.observation['observation']['position']
+                                   - demo_positions[t]))
+    assert timestep.last()
+    expected_errors.append(100 * np.mean(errors))
+    expected_final.append(timestep.reward['task'] > 0)
+  results = evaluation.evaluate_imitation(_ConstantActor(action), environment,
+                                          demo_indices=(0, 2))
+  assert results['position_error_cm'] == pytest.approx(np.mean(expected_errors), rel=1e-5)
+  assert results['imitation_final_task_success'] == np.mean(expected_final)
+  assert 0 < results['imitation_reward'] < 1
