@@ -82,3 +82,13 @@ class MetaMimicConfig:
   def value_support(self) -> Tuple[float, float]:
     """(vmin, vmax) of the critic's atoms; vmax defaults to `max_return`."""
     return self.vmin, self.max_return if self.vmax is None else self.vmax
+
+
+# Named settings: the D4PG defaults at paper-like scale, and the setting tuned for
+# learning Jaco imitation on a 2-core CPU machine (see WORKSPACE_NOTES.md).
+PRESETS = {
+    'paper': MetaMimicConfig(),
+    'cpu_small': MetaMimicConfig(
+        policy_layer_sizes=(256, 256), critic_layer_sizes=(256, 256), discount=0.95,
+        samples_per_insert=16.0, sigma=0.2),
+}

@@ -9,6 +9,26 @@ import numpy as np
 from metamimic_jax.environments import base
 
 
+class ConstantActor(core.Actor):
+  """Always takes the same action (zeros: a stationary arm); a baseline to compare with."""
+
+  def __init__(self, action: np.ndarray):
+    self._action = np.asarray(action, np.float32)
+
+  def select_action(self, observation) -> np.ndarray:
+    del observation
+    return self._action
+
+  def observe_first(self, timestep: dm_env.TimeStep) -> None:
+    del timestep
+
+  def observe(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> None:
+    del action, next_timestep
+
+  def update(self, wait: bool = False) -> None:
+    del wait
+
+
 def run_episode(actor: core.Actor, environment: dm_env.Environment) -> List[dm_env.TimeStep]:
   """All timesteps of one episode, acting without observing (no replay writes)."""
   timestep = environment.reset()

@@ -1,35 +1,45 @@
-"""absl flags for the agent's hyperparameters, shared by every entry point."""
+"""absl flags for the agent's hyperparameters, shared by every entry point.
+
+`--preset` picks a named MetaMimicConfig; every other flag given on the command line
+overrides that field of the preset.
+"""
+
+import dataclasses
 
 from absl import app
 from absl import flags
 
-from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.config import PRESETS, MetaMimicConfig
 
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Learner batch size (split over '
-                                   'devices).', lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_float('learning_rate', 1e-4, 'Adam step size.',
-                                    lower_bound=0)
-_SAMPLES_PER_INSERT = flags.DEFINE_float('samples_per_insert', 32.0,
-                                         'Replay ratio: samples per inserted transition.',
-                                         lower_bound=1e-3)
-_MIN_REPLAY_SIZE = flags.DEFINE_integer('min_replay_size', 1000,
-                                        'Transitions in replay before learning.',
-                                        lower_bound=1)
-_SIGMA = flags.DEFINE_float('sigma', 0.3, 'Gaussian exploration noise (half-ranges).',
-                            lower_bound=0)
-_N_STEP = flags.DEFINE_integer('n_step', 5, 'n of the n-step returns.', lower_bound=1)
-_DISCOUNT = flags.DEFINE_float('discount', 0.99, 'Discount.', lower_bound=0,
-                               upper_bound=1)
-_VMAX = flags.DEFINE_float('vmax', None, 'Largest value of the critic support (default: '
-                           'the largest return, 1 / (1 - discount)).')
-_POLICY_LAYERS = flags.DEFINE_list('policy_layers', ['256', '256', '256'],
-                                   'Policy torso layer sizes.')
-_CRITIC_LAYERS = flags.DEFINE_list('critic_layers', ['512', '512', '256'],
-                                   'Critic torso layer sizes.')
-_GOAL_HORIZON = flags.DEFINE_integer('goal_horizon', 1,
-                                     'Demo frames ahead shown as the goal.', lower_bound=1)
-_TRAIN_TASK = flags.DEFINE_boolean('train_task_policy', True,
-                                   'Also learn the task policy off-policy.')
+_PRESET = flags.DEFINE_enum('preset', 'paper', list(PRESETS),
+                            'Named agent settings; the flags below override them.')
+_FIELD_FLAGS = {
+    'batch_size': flags.DEFINE_integer(
+        'batch_size', None, 'Learner batch size (split over devices).', lower_bound=1),
+    'learning_rate': flags.DEFINE_float('learning_rate', None, 'Adam step size.',
+                                        lower_bound=0),
+    'samples_per_insert': flags.DEFINE_float(
+        'samples_per_insert', None, 'Replay ratio: samples per inserted transition.',
+        lower_bound=1e-3),
+    'min_replay_size': flags.DEFINE_integer(
+        'min_replay_size', None, 'Transitions in replay before learning.', lower_bound=1),
+    'sigma': flags.DEFINE_float('sigma', None, 'Gaussian exploration noise '
+                                '(half-ranges).', lower_bound=0),
+    'n_step': flags.DEFINE_integer('n_step', None, 'n of the n-step returns.',
+                                   lower_bound=1),
+    'discount': flags.DEFINE_float('discount', None, 'Discount, in [0, 1).',
+                                   lower_bound=0, upper_bound=1),
+    'vmax': flags.DEFINE_float('vmax', None, 'Largest value of the critic support '
+                               '(default: the largest return, 1 / (1 - discount)).'),
+    'policy_layer_sizes': flags.DEFINE_list('policy_layers', None,
+                                            'Policy torso layer sizes.'),
+    'critic_layer_sizes': flags.DEFINE_list('critic_layers', None,
+                                            'Critic torso layer sizes.'),
+    'goal_horizon': flags.DEFINE_integer(
+        'goal_horizon', None, 'Demo frames ahead shown as the goal.', lower_bound=1),
+    'train_task_policy': flags.DEFINE_boolean(
+        'train_task_policy', None, 'Also learn the task policy off-policy.'),
+}
 
 
 def _layers(values, name):
@@ -43,15 +53,14 @@ def _layers(values, name):
 
 
 def config_from_flags() -> MetaMimicConfig:
-  """The MetaMimicConfig the command line asks for; UsageError for bad values."""
+  """The preset's MetaMimicConfig with the given flags applied; UsageError if bad."""
+  overrides = {}
+  for field, flag in _FIELD_FLAGS.items():
+    if flag.value is None:
+      continue
+    overrides[field] = (_layers(flag.value, flag.name) if field.endswith('layer_sizes')
+                        else flag.value)
   try:
-    return MetaMimicConfig(
-        batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
-        samples_per_insert=_SAMPLES_PER_INSERT.value,
-        min_replay_size=_MIN_REPLAY_SIZE.value, sigma=_SIGMA.value,
-        n_step=_N_STEP.value, discount=_DISCOUNT.value, vmax=_VMAX.value,
-        policy_layer_sizes=_layers(_POLICY_LAYERS.value, 'policy_layers'),
-        critic_layer_sizes=_layers(_CRITIC_LAYERS.value, 'critic_layers'),
-        goal_horizon=_GOAL_HORIZON.value, train_task_policy=_TRAIN_TASK.value)
+    return dataclasses.replace(PRESETS[_PRESET.value], **overrides)
   except ValueError as e:
     raise app.UsageError(str(e)) from e

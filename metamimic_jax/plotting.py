@@ -2,7 +2,7 @@
 
 import csv
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 matplotlib.use('Agg')
@@ -39,6 +39,33 @@ def plot_learning_curve(eval_csv: str, png: str,
     ax.grid(alpha=0.3)
   axes[0][0].axhline(1.0, color='gray', linestyle='--', label='demonstrator')
   axes[0][0].legend(loc='lower right')
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)
+
+
+def plot_imitation_benchmark(curve: Mapping[str, np.ndarray], png: str,
+                             baselines: Mapping[str, Mapping[str, float]],
+                             error_keys: Sequence[str]) -> None:
+  """Held-out imitation reward against env steps and minutes, and tracking errors.
+
+  `curve` holds evaluator columns (actor_steps, wall_minutes, imitation_reward and the
+  `error_keys`); each baseline's values are drawn as dashed lines where it has them.
+  """
+  panels = [('actor_steps', 'imitation_reward'), ('wall_minutes', 'imitation_reward')]
+  panels += [('actor_steps', key) for key in error_keys]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+  for ax, (x_key, y_key) in zip(axes[0], panels):
+    ax.plot(curve[x_key], curve[y_key], marker='.', label='MetaMimic (held out)')
+    for i, (name, values) in enumerate(baselines.items()):
+      if y_key in values:
+        ax.axhline(values[y_key], color=f'C{i + 1}', linestyle='--', label=name)
+    ax.set_xlabel('env steps' if x_key == 'actor_steps' else 'minutes')
+    ax.set_ylabel(y_key)
+    if y_key == 'imitation_reward':
+      ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+  axes[0][0].legend(loc='best', fontsize=8)
   fig.tight_layout()
   fig.savefig(png, dpi=80)
   plt.close(fig)

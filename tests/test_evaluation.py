@@ -43,20 +43,6 @@ def test_point_mass_tracking_error_in_cm():
   assert errors == {'position_error_cm': pytest.approx(5.0)}
 
 
-class _ConstantActor:
-  """Always the same action; no parameters to fetch."""
-
-  def __init__(self, action):
-    self._action = action
-
-  def update(self, wait=False):
-    del wait
-
-  def select_action(self, observation):
-    del observation
-    return self._action
-
-
 def test_evaluate_imitation_averages_errors_over_steps_then_demos():
   _, environment, _ = helpers.point_mass_setup(num_demos=3)
   action = np.array([0.4, -0.2], np.float32)
@@ -73,7 +59,7 @@ def test_evaluate_imitation_averages_errors_over_steps_then_demos():
     assert timestep.last()
     expected_errors.append(100 * np.mean(errors))
     expected_final.append(timestep.reward['task'] > 0)
-  results = evaluation.evaluate_imitation(_ConstantActor(action), environment,
+  results = evaluation.evaluate_imitation(evaluation.ConstantActor(action), environment,
                                           demo_indices=(0, 2))
   assert results['position_error_cm'] == pytest.approx(np.mean(expected_errors), rel=1e-5)
   assert results['imitation_final_task_success'] == np.mean(expected_final)

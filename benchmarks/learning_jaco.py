@@ -1,0 +1,143 @@
+r"""Learning benchmark on the paper's domain: one-shot imitation of Jaco stacking.
+
+  .venv/bin/python benchmarks/learning_jaco.py --minutes=120 --preset=cpu_small
+
+Trains single-process (experiments/train.py's loop) from features and prints held-out
+one-shot imitation against env steps and wall time: the mean per-step imitation reward
+(1.0 is a perfect copy) and the tracking errors in physical units (pinch site and free
+bricks in cm, arm joints in rad), beside baselines measured in the same run: the
+stationary arm (zero joint velocities), the untrained policy (the first evaluation) and
+the demonstrator (re-run from each held-out demo's seed). Writes a PNG learning curve.
+Target on a 2-core machine within 2 hours: reward >= 0.6 and pinch error <= 3 cm.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import evaluation
+from metamimic_jax import flags as config_flags
+from metamimic_jax import plotting
+from metamimic_jax import training
+from metamimic_jax.builder import MetaMimicBuilder
+from metamimic_jax.environments import base
+from metamimic_jax.environments import make_domain
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_MINUTES = flags.DEFINE_float('minutes', 120.0, 'Wall-time budget for training.')
+_WORKDIR = flags.DEFINE_string('workdir', '/tmp/metamimic_bench_jaco', 'Workdir.')
+_DEMO_DIR = flags.DEFINE_string('demo_dir', None, 'train.h5 and held_out.h5 (default: '
+                                'generated into the workdir).')
+_NUM_DEMOS = flags.DEFINE_integer('num_demos', 200, 'Demos to generate if none given.')
+_EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 25_000,
+                                   'Env steps between held-out evaluations.')
+_TARGET_REWARD = flags.DEFINE_float('target_reward', 0.6, 'Imitation reward to reach.')
+_TARGET_PINCH_CM = flags.DEFINE_float('target_pinch_cm', 3.0, 'Pinch error to reach.')
+
+_ERRORS = ('pinch_error_cm', 'brick_error_cm', 'arm_joint_error_rad')
+
+
+def _demonstrator_reward(domain, environment) -> float:
+  """Mean per-step imitation reward of the demonstrators, re-run from their seeds."""
+  rewards = []
+  for index in range(environment.num_demonstrations):
+    environment.select_demonstration(index)
+    timestep = environment.reset()
+    demonstrator = domain.make_demonstrator(environment.demonstration.seed,
+                                            environment.environment)
+    raw = lambda ts: ts._replace(observation=ts.observation[base.OBSERVATION])
+    demonstrator.reset(raw(timestep))
+    episode = []
+    while not timestep.last():
+      timestep = environment.step(demonstrator.step(raw(timestep)))
+      episode.append(timestep.reward[base.IMITATION])
+    rewards.append(np.mean(episode))
+  return float(np.mean(rewards))
+
+
+def _raw_steps_per_second(domain, seconds: float = 3.0) -> float:
+  environment = domain.make_environment(0)
+  environment.reset()
+  action = np.zeros(environment.action_spec().shape, np.float32)
+  start, steps = time.time(), 0
+  while time.time() - start < seconds:
+    if environment.step(action).last():
+      environment.reset()
+    steps += 1
+  return steps / (time.time() - start)
+
+
+def main(argv):
+  del argv
+  config = config_flags.config_from_flags()
+  settings = training.TrainSettings(
+      domain='jaco_stack', workdir=_WORKDIR.value, demo_dir=_DEMO_DIR.value,
+      num_demos=_NUM_DEMOS.value, max_env_steps=10**9, max_wall_minutes=_MINUTES.value,
+      eval_every_env_steps=_EVAL_EVERY.value, num_task_eval_episodes=5)
+  domain = make_domain('jaco_stack')
+  _, held_out = training.prepare_demonstrations(
+      domain, settings.demo_dir or os.path.join(settings.workdir, 'demos'),
+      generate=settings.demo_dir is None, num_demos=settings.num_demos)
+  environment = MetaMimicBuilder(config, domain).make_demo_environment(held_out, seed=0)
+  action_size = environment.action_spec().shape
+  stationary = evaluation.evaluate_imitation(
+      evaluation.ConstantActor(np.zeros(action_size, np.float32)), environment)
+  demonstrator = _demonstrator_reward(domain, environment)
+  raw_steps_per_second = _raw_steps_per_second(domain)
+
+  start = time.time()
+  training.run(settings, config)
+  seconds = time.time() - start
+
+  curve = plotting.read_csv(os.path.join(settings.workdir, 'logs', 'evaluator',
+                                         'logs.csv'))
+  order = np.argsort(curve['actor_steps'])
+  curve = {k: v[order] for k, v in curve.items()}
+  print(f'\nHeld-out one-shot imitation of Jaco stacking, {len(held_out)} demos '
+        '(reward: mean per step, 1.0 = perfect copy)')
+  print(f'{"env steps":>10} {"minutes":>8} {"reward":>7} {"pinch cm":>9} '
+        f'{"brick cm":>9} {"joint rad":>9} {"stacked":>8}')
+  rows = zip(curve['actor_steps'], curve['wall_minutes'], curve['imitation_reward'],
+             *(curve[k] for k in _ERRORS), curve['imitation_final_task_success'])
+  for steps, minutes, reward, pinch, brick, joint, stacked in rows:
+    print(f'{int(steps):>10} {minutes:>8.1f} {reward:>7.3f} {pinch:>9.2f} {brick:>9.2f} '
+          f'{joint:>9.3f} {stacked:>8.2f}')
+  print(f'\nbaselines: stationary arm {stationary["imitation_reward"]:.3f} '
+        f'(pinch {stationary["pinch_error_cm"]:.2f} cm, brick '
+        f'{stationary["brick_error_cm"]:.2f} cm, joints '
+        f'{stationary["arm_joint_error_rad"]:.3f} rad), untrained policy '
+        f'{curve["imitation_reward"][0]:.3f} (pinch {curve["pinch_error_cm"][0]:.2f} cm), '
+        f'demonstrator {demonstrator:.3f}')
+  best = int(np.argmax(curve['imitation_reward']))
+  print(f'best reward {curve["imitation_reward"][best]:.3f} (pinch '
+        f'{curve["pinch_error_cm"][best]:.2f} cm) at {int(curve["actor_steps"][best])} '
+        f'env steps; final {curve["imitation_reward"][-1]:.3f} (pinch '
+        f'{curve["pinch_error_cm"][-1]:.2f} cm) after {seconds / 60:.1f} min')
+  reached = np.flatnonzero((curve['imitation_reward'] >= _TARGET_REWARD.value) &
+                           (curve['pinch_error_cm'] <= _TARGET_PINCH_CM.value))
+  print(f'target reward >= {_TARGET_REWARD.value} and pinch <= '
+        f'{_TARGET_PINCH_CM.value} cm: ' + (
+            f'reached at {int(curve["actor_steps"][reached[0]])} env steps, '
+            f'{curve["wall_minutes"][reached[0]]:.1f} min' if reached.size else
+            'not reached'))
+  total_steps = curve['actor_steps'][-1]
+  print(f'machine bound: raw env {raw_steps_per_second:.0f} steps/s; training ran '
+        f'{total_steps / seconds:.0f} env steps/s '
+        f'({total_steps / seconds / raw_steps_per_second:.3f} of raw)')
+  png = os.path.join(settings.workdir, 'learning_curve_jaco.png')
+  plotting.plot_imitation_benchmark(
+      curve, png, baselines={'stationary arm': stationary, 'demonstrator':
+                             {'imitation_reward': demonstrator}},
+      error_keys=_ERRORS)
+  print(f'plot: {png}')
+
+
+if __name__ == '__main__':
+  app.run(main)
