@@ -18,7 +18,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import demo_sets
+from metamimic_jax import demonstrators
 from metamimic_jax import flags as config_flags
+from metamimic_jax import keys
 from metamimic_jax import plotting
 from metamimic_jax import training
 from metamimic_jax.environments import base
@@ -33,14 +36,10 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/metamimic_bench_point_mass', 'Wo
 _TARGET = flags.DEFINE_float('target', 0.8, 'Held-out imitation reward to reach.')
 
 
-def _episode_rewards(environment, policy_fn, index):
+def _episode_rewards(environment, policy, index):
   environment.select_demonstration(index)
-  timestep = environment.reset()
-  rewards = []
-  while not timestep.last():
-    timestep = environment.step(policy_fn(timestep))
-    rewards.append(timestep.reward[base.IMITATION])
-  return rewards
+  timesteps = base.run_episode(environment, policy)
+  return [timestep.reward[keys.IMITATION] for timestep in timesteps[1:]]
 
 
 def _baselines(domain, held_out):
@@ -51,16 +50,10 @@ def _baselines(domain, held_out):
                   for i in range(len(held_out))])
   demonstrator_rewards, demonstrator_steps = [], []
   for i, demo in enumerate(held_out):
-    demonstrator = domain.make_demonstrator(demo.seed)
-    environment.select_demonstration(i)
-    timestep = environment.reset()
-    raw = lambda ts: ts._replace(observation=ts.observation[base.OBSERVATION])
-    demonstrator.reset(raw(timestep))
-    rewards = []
-    while not timestep.last():
-      timestep = environment.step(demonstrator.step(raw(timestep)))
-      rewards.append(timestep.reward[base.IMITATION])
-    demonstrator_rewards.append(np.mean(rewards))
+    demonstrator = demonstrators.make_demonstrator(domain, demo.seed,
+                                                   environment.environment)
+    demonstrator_rewards.append(np.mean(_episode_rewards(
+        environment, lambda ts: demonstrator(base.raw_timestep(ts)), i)))
     hits = np.flatnonzero(demo.task_rewards > 0)
     if hits.size:
       demonstrator_steps.append(hits[0] + 1)
@@ -82,8 +75,8 @@ def main(argv):
       domain='point_mass', workdir=_WORKDIR.value, max_env_steps=10**9,
       max_wall_minutes=_MINUTES.value, eval_every_env_steps=10_000)
   domain = make_domain('point_mass')
-  _, held_out = training.prepare_demonstrations(
-      domain, os.path.join(settings.workdir, 'demos'), generate=True,
+  _, held_out = demo_sets.prepare(
+      domain, os.path.join(settings.workdir, 'demos'), generate_if_absent=True,
       num_demos=settings.num_demos, held_out_fraction=settings.held_out_fraction)
   zero, demonstrator, demonstrator_steps, raw_steps_per_second = _baselines(
       domain, held_out)

@@ -10,6 +10,7 @@ import dm_env
 from dm_control import suite
 import numpy as np
 
+from metamimic_jax import keys
 from metamimic_jax.config import FeatureGroup
 from metamimic_jax.environments import base
 
@@ -28,7 +29,7 @@ class _SparseReachReward(base.Float32Environment):
     return timestep._replace(reward=np.float32(distance < TARGET_RADIUS))
 
   def reward_spec(self):
-    return dm_env.specs.Array((), np.float32, 'task')
+    return dm_env.specs.Array((), np.float32, keys.TASK)
 
 
 class PointMassDomain(base.Domain):
@@ -60,10 +61,3 @@ class PointMassDomain(base.Domain):
       physics.set_state(np.asarray(state['physics']))
     observation = environment.task.get_observation(physics)
     return dm_env.restart({k: np.asarray(v, np.float32) for k, v in observation.items()})
-
-  def make_demonstrator(self, seed: int,
-                        environment: Optional[dm_env.Environment] = None
-                        ) -> base.Demonstrator:
-    del environment  # The demonstrator needs only the observations.
-    from metamimic_jax.demonstrators import point_mass  # pylint: disable=g-import-not-at-top
-    return point_mass.SmoothPathDemonstrator(seed, self.demo_length)
