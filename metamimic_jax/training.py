@@ -29,7 +29,7 @@ class TrainSettings:
   domain: str = 'point_mass'
   workdir: str = 'runs/point_mass'
   demo_dir: Optional[str] = None  # None: generate into workdir/demos on first use.
-  num_demos: int = 200
+  num_demos: int = 200  # Recorded on first use; the successful ones are kept.
   held_out_fraction: float = 0.1
   num_demo_workers: int = 2
   max_env_steps: int = 300_000
