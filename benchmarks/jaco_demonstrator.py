@@ -19,6 +19,9 @@ import mujoco
 import numpy as np
 
 import metamimic_jax  # pylint: disable=unused-import  # Sets the process environment.
+from metamimic_jax import demo_sets
+from metamimic_jax import demonstrators
+from metamimic_jax import keys
 from metamimic_jax.environments import base
 from metamimic_jax.environments import jaco
 
@@ -40,16 +43,13 @@ def _episode(args):
   num_bricks, seed = args
   domain = jaco.JacoStackDomain(num_bricks=num_bricks)
   start = time.process_time()
-  demo = base.record_demonstration(domain, seed)
+  demo = demonstrators.record_demonstration(domain, seed)
   cpu = time.process_time() - start
-  stacked = demo.task_rewards.max() > 0
+  stacked = demo_sets.is_successful(demo)
   imitation = base.DemoConditionedEnvironment(domain, [demo],
                                               domain.default_reward_groups)
-  timestep = imitation.reset()
-  stationary = []
-  while not timestep.last():
-    timestep = imitation.step(np.zeros(9, np.float32))
-    stationary.append(timestep.reward['imitation'])
+  timesteps = base.run_episode(imitation, lambda ts: np.zeros(9, np.float32))
+  stationary = [timestep.reward[keys.IMITATION] for timestep in timesteps[1:]]
   return (bool(stacked), int(demo.task_rewards.argmax()) + 1 if stacked else None,
           demo.length, cpu, float(np.mean(stationary)))
 

@@ -19,12 +19,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import baselines
+from metamimic_jax import demo_sets
 from metamimic_jax import evaluation
 from metamimic_jax import flags as config_flags
 from metamimic_jax import plotting
 from metamimic_jax import training
 from metamimic_jax.builder import MetaMimicBuilder
-from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
 
 from absl import app
@@ -44,36 +45,6 @@ _TARGET_PINCH_CM = flags.DEFINE_float('target_pinch_cm', 3.0, 'Pinch error to re
 _ERRORS = ('pinch_error_cm', 'brick_error_cm', 'arm_joint_error_rad')
 
 
-def _demonstrator_reward(domain, environment) -> float:
-  """Mean per-step imitation reward of the demonstrators, re-run from their seeds."""
-  rewards = []
-  for index in range(environment.num_demonstrations):
-    environment.select_demonstration(index)
-    timestep = environment.reset()
-    demonstrator = domain.make_demonstrator(environment.demonstration.seed,
-                                            environment.environment)
-    raw = lambda ts: ts._replace(observation=ts.observation[base.OBSERVATION])
-    demonstrator.reset(raw(timestep))
-    episode = []
-    while not timestep.last():
-      timestep = environment.step(demonstrator.step(raw(timestep)))
-      episode.append(timestep.reward[base.IMITATION])
-    rewards.append(np.mean(episode))
-  return float(np.mean(rewards))
-
-
-def _raw_steps_per_second(domain, seconds: float = 3.0) -> float:
-  environment = domain.make_environment(0)
-  environment.reset()
-  action = np.zeros(environment.action_spec().shape, np.float32)
-  start, steps = time.time(), 0
-  while time.time() - start < seconds:
-    if environment.step(action).last():
-      environment.reset()
-    steps += 1
-  return steps / (time.time() - start)
-
-
 def main(argv):
   del argv
   config = config_flags.config_from_flags()
@@ -82,15 +53,15 @@ def main(argv):
       num_demos=_NUM_DEMOS.value, max_env_steps=10**9, max_wall_minutes=_MINUTES.value,
       eval_every_env_steps=_EVAL_EVERY.value, num_task_eval_episodes=5)
   domain = make_domain('jaco_stack')
-  _, held_out = training.prepare_demonstrations(
+  _, held_out = demo_sets.prepare(
       domain, settings.demo_dir or os.path.join(settings.workdir, 'demos'),
-      generate=settings.demo_dir is None, num_demos=settings.num_demos)
+      generate_if_absent=settings.demo_dir is None, num_demos=settings.num_demos)
   environment = MetaMimicBuilder(config, domain).make_demo_environment(held_out, seed=0)
   action_size = environment.action_spec().shape
   stationary = evaluation.evaluate_imitation(
       evaluation.ConstantActor(np.zeros(action_size, np.float32)), environment)
-  demonstrator = _demonstrator_reward(domain, environment)
-  raw_steps_per_second = _raw_steps_per_second(domain)
+  demonstrator = baselines.demonstrator_imitation(domain, environment)
+  raw_steps_per_second = baselines.raw_env_steps_per_second(domain)
 
   start = time.time()
   training.run(settings, config)
@@ -114,7 +85,7 @@ def main(argv):
         f'{stationary["brick_error_cm"]:.2f} cm, joints '
         f'{stationary["arm_joint_error_rad"]:.3f} rad), untrained policy '
         f'{curve["imitation_reward"][0]:.3f} (pinch {curve["pinch_error_cm"][0]:.2f} cm), '
-        f'demonstrator {demonstrator:.3f}')
+        f'demonstrator {demonstrator["imitation_reward"]:.3f}')
   best = int(np.argmax(curve['imitation_reward']))
   print(f'best reward {curve["imitation_reward"][best]:.3f} (pinch '
         f'{curve["pinch_error_cm"][best]:.2f} cm) at {int(curve["actor_steps"][best])} '
@@ -133,8 +104,7 @@ def main(argv):
         f'({total_steps / seconds / raw_steps_per_second:.3f} of raw)')
   png = os.path.join(settings.workdir, 'learning_curve_jaco.png')
   plotting.plot_imitation_benchmark(
-      curve, png, baselines={'stationary arm': stationary, 'demonstrator':
-                             {'imitation_reward': demonstrator}},
+      curve, png, baselines={'stationary arm': stationary, 'demonstrator': demonstrator},
       error_keys=_ERRORS)
   print(f'plot: {png}')
 

@@ -18,6 +18,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import baselines
+from metamimic_jax import demo_sets
+from metamimic_jax import evaluation
 from metamimic_jax import flags as config_flags
 from metamimic_jax import plotting
 from metamimic_jax import training
@@ -33,46 +36,16 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/metamimic_bench_point_mass', 'Wo
 _TARGET = flags.DEFINE_float('target', 0.8, 'Held-out imitation reward to reach.')
 
 
-def _episode_rewards(environment, policy_fn, index):
-  environment.select_demonstration(index)
-  timestep = environment.reset()
-  rewards = []
-  while not timestep.last():
-    timestep = environment.step(policy_fn(timestep))
-    rewards.append(timestep.reward[base.IMITATION])
-  return rewards
-
-
 def _baselines(domain, held_out):
   """Zero-action and demonstrator per-step imitation reward; raw env steps/s."""
   environment = base.DemoConditionedEnvironment(domain, held_out,
                                                 domain.default_reward_groups)
-  zero = np.mean([np.mean(_episode_rewards(environment, lambda ts: np.zeros(2, np.float32), i))
-                  for i in range(len(held_out))])
-  demonstrator_rewards, demonstrator_steps = [], []
-  for i, demo in enumerate(held_out):
-    demonstrator = domain.make_demonstrator(demo.seed)
-    environment.select_demonstration(i)
-    timestep = environment.reset()
-    raw = lambda ts: ts._replace(observation=ts.observation[base.OBSERVATION])
-    demonstrator.reset(raw(timestep))
-    rewards = []
-    while not timestep.last():
-      timestep = environment.step(demonstrator.step(raw(timestep)))
-      rewards.append(timestep.reward[base.IMITATION])
-    demonstrator_rewards.append(np.mean(rewards))
-    hits = np.flatnonzero(demo.task_rewards > 0)
-    if hits.size:
-      demonstrator_steps.append(hits[0] + 1)
-  raw_environment = domain.make_environment(0)
-  raw_environment.reset()
-  start, steps = time.time(), 0
-  while time.time() - start < 2.0:
-    if raw_environment.step(np.zeros(2, np.float32)).last():
-      raw_environment.reset()
-    steps += 1
-  return (zero, float(np.mean(demonstrator_rewards)),
-          float(np.mean(demonstrator_steps)), steps / (time.time() - start))
+  zero = evaluation.evaluate_imitation(
+      evaluation.ConstantActor(np.zeros(2, np.float32)), environment)
+  demonstrator = baselines.demonstrator_imitation(domain, environment)
+  return (zero['imitation_reward'], demonstrator['imitation_reward'],
+          demonstrator['task_steps_to_success'],
+          baselines.raw_env_steps_per_second(domain, seconds=2.0))
 
 
 def main(argv):
@@ -82,8 +55,8 @@ def main(argv):
       domain='point_mass', workdir=_WORKDIR.value, max_env_steps=10**9,
       max_wall_minutes=_MINUTES.value, eval_every_env_steps=10_000)
   domain = make_domain('point_mass')
-  _, held_out = training.prepare_demonstrations(
-      domain, os.path.join(settings.workdir, 'demos'), generate=True,
+  _, held_out = demo_sets.prepare(
+      domain, os.path.join(settings.workdir, 'demos'), generate_if_absent=True,
       num_demos=settings.num_demos, held_out_fraction=settings.held_out_fraction)
   zero, demonstrator, demonstrator_steps, raw_steps_per_second = _baselines(
       domain, held_out)

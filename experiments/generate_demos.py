@@ -9,6 +9,7 @@ demonstrations (some task reward) are kept.
 """
 
 import os
+import sys
 import time
 
 from absl import app
@@ -16,7 +17,7 @@ from absl import flags
 from absl import logging
 
 import metamimic_jax  # pylint: disable=unused-import  # Sets the process environment.
-from metamimic_jax import demo_generation
+from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax.environments import DOMAIN_NAMES
 from metamimic_jax.environments import make_domain
@@ -31,7 +32,7 @@ _HELD_OUT_FRACTION = flags.DEFINE_float(
     lower_bound=0.0, upper_bound=1.0)
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where train.h5 and held_out.h5 go.')
 _SUCCESSFUL_ONLY = flags.DEFINE_bool(
-    'successful_only', True, 'Keep only demonstrations that earn some task reward.')
+    'successful_only', True, 'Keep only demonstrations that earn the task reward.')
 _VISION = flags.DEFINE_bool('vision', False, 'jaco_stack: record camera pixels too.')
 _NUM_BRICKS = flags.DEFINE_integer('num_bricks', 2, 'jaco_stack: bricks to stack (2 or 3).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 64, 'jaco_stack: camera image size.')
@@ -75,37 +76,32 @@ def main(argv):
     domain = make_domain(_DOMAIN.value, **domain_kwargs)
   except ValueError as e:  # The domain refuses its arguments.
     raise app.UsageError(str(e)) from e
-  os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
 
   num_demos = _NUM_DEMOS.value
-  seeds = range(_SEED.value, _SEED.value + num_demos)
   logging.info('Recording %d %s demonstrations (up to %d frames each) with %d workers.',
                num_demos, domain.name, domain.demo_length, _NUM_WORKERS.value)
   start = time.time()
-  demos = demo_generation.generate(
-      domain.name, seeds, domain_kwargs, num_workers=_NUM_WORKERS.value,
-      progress_fn=demo_generation.log_progress(logging.info,
-                                               every=max(1, num_demos // 50)))
-
-  successful = [d for d in demos if d.task_rewards.max() > 0]
-  steps_to_success = [int(d.task_rewards.argmax()) + 1 for d in successful]
-  kept = successful if _SUCCESSFUL_ONLY.value else demos
-  if len(kept) < 2:
-    raise app.UsageError(f'only {len(kept)} of {num_demos} demonstrations succeeded: '
-                         'too few to split; record more (--num_demos)')
-  train, held_out = demos_lib.split(kept, _HELD_OUT_FRACTION.value, seed=_SEED.value)
-  for name, part in (('train.h5', train), ('held_out.h5', held_out)):
-    demos_lib.save(os.path.join(_OUTPUT_DIR.value, name), part, domain.name)
+  try:
+    demo_set = demo_sets.generate(
+        domain, _OUTPUT_DIR.value, range(_SEED.value, _SEED.value + num_demos),
+        _HELD_OUT_FRACTION.value, _NUM_WORKERS.value,
+        successful_only=_SUCCESSFUL_ONLY.value, split_seed=_SEED.value)
+  except demos_lib.DemonstrationError as e:
+    sys.exit(f'error: {e}')
 
   elapsed = time.time() - start
+  demos = demo_set.recorded
+  successful = [d for d in demos if demo_sets.is_successful(d)]
+  steps_to_success = [int(d.task_rewards.argmax()) + 1 for d in successful]
   mean_steps = f'{sum(steps_to_success) / len(steps_to_success):.1f}' if successful else '-'
   print(f'{domain.name}: {len(successful)}/{num_demos} demonstrations succeeded '
         f'({100 * len(successful) / num_demos:.0f}%), mean steps to success '
         f'{mean_steps}, mean length {sum(d.length for d in demos) / num_demos:.1f} '
         f'frames; recorded in {_format_seconds(elapsed)} '
         f'({num_demos / elapsed:.2f} demos/s).')
-  print(f'Wrote {len(train)} train and {len(held_out)} held-out demonstrations to '
-        f'{_OUTPUT_DIR.value}/train.h5 and held_out.h5.')
+  print(f'Wrote {len(demo_set.train)} train and {len(demo_set.held_out)} held-out '
+        f'demonstrations to {_OUTPUT_DIR.value}/{demo_sets.TRAIN_FILE} and '
+        f'{demo_sets.HELD_OUT_FILE}.')
 
 
 if __name__ == '__main__':

@@ -17,6 +17,8 @@ from dm_control.mujoco import engine
 import imageio
 import numpy as np
 
+from metamimic_jax import demonstrators
+from metamimic_jax.environments import base
 from metamimic_jax.environments import jaco
 
 _SEED = flags.DEFINE_integer('seed', 0, 'Demonstration seed.', lower_bound=0)
@@ -30,17 +32,16 @@ def main(argv):
   del argv
   domain = jaco.JacoStackDomain()
   environment = domain.make_environment(_SEED.value)
-  demonstrator = domain.make_demonstrator(_SEED.value, environment)
-  timestep = environment.reset()
-  demonstrator.reset(timestep)
-  actions, rewards = [], []
-  while len(actions) + 1 < domain.demo_length and not demonstrator.done:
-    actions.append(demonstrator.step(timestep))
-    timestep = environment.step(actions[-1])
-    rewards.append(timestep.reward)
-    if timestep.last():
-      break
-  rewards = np.asarray(rewards)
+  demonstrator = demonstrators.make_demonstrator(domain, _SEED.value, environment)
+  actions = []
+
+  def act(timestep):
+    actions.append(demonstrator(timestep))
+    return actions[-1]
+
+  timesteps = base.run_episode(environment, act, max_steps=domain.demo_length - 1,
+                               stop=lambda: demonstrator.done)
+  rewards = np.asarray([timestep.reward for timestep in timesteps[1:]])
   stacked = int(np.argmax(rewards > 0)) + 1 if rewards.any() else len(actions)
   picks = set(np.linspace(0, stacked, _NUM_FRAMES.value - 1).round().astype(int))
   picks.add(len(actions))

@@ -3,9 +3,10 @@
   python experiments/train.py --domain=point_mass --workdir=runs/point_mass
 
 Demonstrations come from --demo_dir (train.h5 and held_out.h5, as written by
-experiments/generate_demos.py) or are generated into the workdir on first use. Held-out
-demonstrations are imitated one-shot every --eval_every_env_steps; metrics go to the
-terminal, CSV and TensorBoard under the workdir, with checkpoints that a re-run resumes.
+experiments/generate_demos.py) or are generated into the workdir on first use, keeping
+the successful ones as generate_demos.py does. Held-out demonstrations are imitated
+one-shot every --eval_every_env_steps; metrics go to the terminal, CSV and TensorBoard
+under the workdir, with checkpoints that a re-run resumes.
 """
 
 import os
@@ -30,8 +31,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Logs, checkpoints and plots '
                                '(default: runs/<domain>).')
 _DEMO_DIR = flags.DEFINE_string('demo_dir', None, 'Directory with train.h5 and '
                                 'held_out.h5; default: generate into the workdir.')
-_NUM_DEMOS = flags.DEFINE_integer('num_demos', 200, 'Demos to generate if none given.',
-                                  lower_bound=2)
+_NUM_DEMOS = flags.DEFINE_integer(
+    'num_demos', 200, 'Demos to record if none are given; the successful ones are kept.',
+    lower_bound=2)
 _MAX_ENV_STEPS = flags.DEFINE_integer('max_env_steps', 300_000, 'Actor steps to train.',
                                       lower_bound=1)
 _MAX_WALL_MINUTES = flags.DEFINE_float('max_wall_minutes', 0.0,

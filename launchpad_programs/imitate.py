@@ -4,7 +4,7 @@
 
 Runs the paper's domain (Jaco stacking from features) when it is available, else the
 fast point-mass domain (--domain=point_mass). Demonstrations are generated on first use
-into <workdir>/demos unless --demo_dir is given. The run stops by itself at
+into <workdir>/demos unless --demo_dir is given, keeping the successful ones. The run stops by itself at
 --max_actor_steps, and re-running the same command resumes from the workdir.
 """
 
@@ -47,8 +47,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Logs, checkpoints, replay and r
                                '(default: runs/imitate_<domain>).')
 _DEMO_DIR = flags.DEFINE_string('demo_dir', None, 'Directory with train.h5 and '
                                 'held_out.h5 (default: generated into <workdir>/demos).')
-_NUM_DEMOS = flags.DEFINE_integer('num_demos', 200, 'Demos to generate if none given.',
-                                  lower_bound=2)
+_NUM_DEMOS = flags.DEFINE_integer(
+    'num_demos', 200, 'Demos to record if none are given; the successful ones are kept.',
+    lower_bound=2)
 _NUM_ACTORS = flags.DEFINE_integer('num_actors', 2, 'Actor nodes.', lower_bound=1)
 _COLOCATE_ACTORS = flags.DEFINE_boolean('colocate_actors', False,
                                         'Run all actors as threads of one process.')

@@ -4,20 +4,29 @@ A checkpoint records a fingerprint of the config it was made with; restoring und
 different fingerprint is refused with a message instead of silently mixing states.
 """
 
+import dataclasses
 import glob
 import os
 import pickle
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from absl import logging
 from acme import core
 import jax
 import numpy as np
 
+from metamimic_jax.config import MetaMimicConfig
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint that cannot be restored here; the message says why."""
+
+
+def fingerprint(domain_name: str, config: MetaMimicConfig) -> Dict[str, str]:
+  """What a checkpoint must match to be resumed: the domain and every config field."""
+  return {'domain': domain_name,
+          **{k: repr(v) for k, v in dataclasses.asdict(config).items()}}
 
 
 class Checkpointer:

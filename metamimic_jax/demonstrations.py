@@ -39,9 +39,6 @@ class Demonstration:
   def length(self) -> int:
     return len(self.task_rewards) + 1
 
-  def frame(self, t: int) -> Dict[str, np.ndarray]:
-    return {k: v[t] for k, v in self.observations.items()}
-
 
 def save(path: str, demos: Sequence[Demonstration], domain: str) -> None:
   """Writes demos atomically (a partial file never appears under `path`)."""

@@ -19,11 +19,11 @@ import launchpad as lp
 import numpy as np
 
 from metamimic_jax import checkpointing
+from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import evaluation
 from metamimic_jax import loggers
 from metamimic_jax import plotting
-from metamimic_jax import training
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import make_domain
@@ -61,17 +61,19 @@ def prepare_workdir(settings: ProgramSettings, config: MetaMimicConfig,
                     ) -> Sequence[demos_lib.Demonstration]:
   """Checks the workdir before any node starts; returns the training demonstrations.
 
-  Generates the demonstrations first if asked and they are absent.
+  Generates the demonstrations first if asked and they are absent, keeping the
+  successful ones.
 
   Raises OSError (unwritable workdir), CheckpointError (incompatible checkpoints) or
-  DemonstrationError (missing or bad demonstrations), each with a clear message.
+  DemonstrationError (missing or bad demonstrations, too few successes), each with a
+  clear message.
   """
   os.makedirs(settings.workdir, exist_ok=True)
   if not os.access(settings.workdir, os.R_OK | os.W_OK | os.X_OK):
     raise OSError(f'{settings.workdir}: the workdir is not readable and writable')
   check_resumable(settings, config)
-  train, _ = training.prepare_demonstrations(
-      make_domain(settings.domain), settings.demo_dir, generate=generate_demos,
+  train, _ = demo_sets.prepare(
+      make_domain(settings.domain), settings.demo_dir, generate_if_absent=generate_demos,
       num_demos=num_demos, seed=settings.seed)
   return train
 
@@ -82,8 +84,8 @@ class _Parts:
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig):
     self.domain = make_domain(settings.domain)
     self.builder = MetaMimicBuilder(config, self.domain)
-    self.train_demos, self.held_out_demos = training.prepare_demonstrations(
-        self.domain, settings.demo_dir, generate=False)
+    self.train_demos, self.held_out_demos = demo_sets.load(self.domain,
+                                                           settings.demo_dir)
     self.spec = environment_spec(self.builder, self.train_demos)
     self.networks = self.builder.make_networks(self.spec)
 
@@ -111,7 +113,7 @@ class CheckpointedCounter(counting.Counter):
     super().__init__()
     self._checkpointer = checkpointing.Checkpointer(
         checkpoint_directory(settings, 'counter'), {'counter': self},
-        training.fingerprint(make_domain(settings.domain), config),
+        checkpointing.fingerprint(settings.domain, config),
         settings.checkpoint_minutes)
     self._checkpointer.restore()
 
@@ -138,7 +140,7 @@ class LearnerNode:
         logger=loggers.make_logger(settings.workdir, 'learner'))
     self._checkpointer = checkpointing.Checkpointer(
         checkpoint_directory(settings, 'learner'), {'learner': self._learner},
-        training.fingerprint(parts.domain, config), settings.checkpoint_minutes)
+        checkpointing.fingerprint(settings.domain, config), settings.checkpoint_minutes)
     self._checkpointer.restore()
     self._lock = threading.Lock()
 
@@ -281,6 +283,6 @@ def write_report(settings: ProgramSettings, results: Sequence[Dict[str, float]],
 
 def check_resumable(settings: ProgramSettings, config: MetaMimicConfig) -> None:
   """Raises CheckpointError if the workdir holds checkpoints `config` cannot resume."""
-  fingerprint = training.fingerprint(make_domain(settings.domain), config)
+  fingerprint = checkpointing.fingerprint(settings.domain, config)
   for name in ('learner', 'counter'):
     checkpointing.check_directory(checkpoint_directory(settings, name), fingerprint)

@@ -6,6 +6,7 @@ from acme import core
 import dm_env
 import numpy as np
 
+from metamimic_jax import keys
 from metamimic_jax.environments import base
 
 
@@ -29,14 +30,9 @@ class ConstantActor(core.Actor):
     del wait
 
 
-def run_episode(actor: core.Actor, environment: dm_env.Environment) -> List[dm_env.TimeStep]:
-  """All timesteps of one episode, acting without observing (no replay writes)."""
-  timestep = environment.reset()
-  timesteps = [timestep]
-  while not timestep.last():
-    timestep = environment.step(actor.select_action(timestep.observation))
-    timesteps.append(timestep)
-  return timesteps
+def actor_policy(actor: core.Actor) -> base.Policy:
+  """The actor as a `base.run_episode` policy, acting without observing (no replays)."""
+  return lambda timestep: actor.select_action(timestep.observation)
 
 
 def evaluate_imitation(actor: core.Actor,
@@ -55,16 +51,16 @@ def evaluate_imitation(actor: core.Actor,
   per_demo_errors: Dict[str, List[float]] = {}
   for index in indices:
     environment.select_demonstration(index)
-    timesteps = run_episode(actor, environment)[1:]
+    timesteps = base.run_episode(environment, actor_policy(actor))[1:]
     frames = environment.demonstration.observations
     errors = [environment.domain.tracking_errors(
-        ts.observation[base.OBSERVATION], {k: v[t] for k, v in frames.items()})
+        ts.observation[keys.OBSERVATION], {k: v[t] for k, v in frames.items()})
               for t, ts in enumerate(timesteps, start=1)]
     for name in errors[0]:
       per_demo_errors.setdefault(name, []).append(np.mean([e[name] for e in errors]))
-    per_demo_reward.append(np.mean([ts.reward[base.IMITATION] for ts in timesteps]))
-    task_returns.append(np.sum([ts.reward[base.TASK] for ts in timesteps]))
-    final_success.append(timesteps[-1].reward[base.TASK] > 0)
+    per_demo_reward.append(np.mean([ts.reward[keys.IMITATION] for ts in timesteps]))
+    task_returns.append(np.sum([ts.reward[keys.TASK] for ts in timesteps]))
+    final_success.append(timesteps[-1].reward[keys.TASK] > 0)
   return {
       'imitation_reward': float(np.mean(per_demo_reward)),
       'imitation_reward_min': float(np.min(per_demo_reward)),
@@ -82,7 +78,7 @@ def evaluate_task(actor: core.Actor, environment: base.TaskEnvironment,
   actor.update(wait=True)
   returns, steps_to_success = [], []
   for _ in range(num_episodes):
-    rewards = [ts.reward for ts in run_episode(actor, environment)[1:]]
+    rewards = [ts.reward for ts in base.run_episode(environment, actor_policy(actor))[1:]]
     returns.append(np.sum(rewards))
     hits = np.flatnonzero(np.asarray(rewards) > 0)
     if hits.size:

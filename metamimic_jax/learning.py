@@ -19,10 +19,8 @@ import optax
 from metamimic_jax import jax_utils
 from metamimic_jax import losses
 from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.keys import IMITATION, TASK
 from metamimic_jax.networks import ActorCriticNetworks, MetaMimicNetworks
-
-IMITATION = 'imitation'
-TASK = 'task'
 
 
 class ActorCriticState(NamedTuple):
@@ -174,10 +172,6 @@ class MetaMimicLearner(acme.Learner):
     self._sgd_step = jax.pmap(make_sgd_step(networks, config, axis_name='devices'),
                               axis_name='devices', devices=self._devices)
     self._timestamp = None
-
-  @property
-  def num_devices(self) -> int:
-    return len(self._devices)
 
   def step(self) -> None:
     transitions = next(self._iterator)

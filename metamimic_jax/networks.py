@@ -16,9 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metamimic_jax.config import MetaMimicConfig
-
-OBSERVATION = 'observation'
-GOAL = 'goal'
+from metamimic_jax.keys import GOAL, OBSERVATION
 
 
 class ActorCriticNetworks(NamedTuple):

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from metamimic_jax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from metamimic_jax import keys  # pylint: disable=g-import-not-at-top,wrong-import-position
 from metamimic_jax.environments import base  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -78,10 +79,10 @@ def plot_imitations(actor, environment: base.DemoConditionedEnvironment, png: st
   fig, axes = plt.subplots(1, num_demos, figsize=(3.5 * num_demos, 3.5), squeeze=False)
   for index, ax in enumerate(axes[0]):
     environment.select_demonstration(index)
-    timesteps = evaluation.run_episode(actor, environment)
-    agent = np.stack([ts.observation[base.OBSERVATION][key] for ts in timesteps])
+    timesteps = base.run_episode(environment, evaluation.actor_policy(actor))
+    agent = np.stack([ts.observation[keys.OBSERVATION][key] for ts in timesteps])
     demo = environment.demonstration.observations[key]
-    reward = np.mean([ts.reward[base.IMITATION] for ts in timesteps[1:]])
+    reward = np.mean([ts.reward[keys.IMITATION] for ts in timesteps[1:]])
     agent, demo = agent.reshape(len(agent), -1), demo.reshape(len(demo), -1)
     if agent.shape[1] >= 2:
       ax.plot(demo[:, 0], demo[:, 1], 'k--', label='demonstration')

@@ -1,9 +1,9 @@
-"""Single-process training and the pieces distributed programs share with it."""
+"""Single-process training: in-process Reverb, Acme's Agent and EnvironmentLoop."""
 
 import dataclasses
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional
 
 from absl import logging
 from acme import specs
@@ -14,18 +14,13 @@ import jax
 import reverb
 
 from metamimic_jax import checkpointing
-from metamimic_jax import demo_generation
-from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import demo_sets
 from metamimic_jax import evaluation
 from metamimic_jax import loggers
 from metamimic_jax import plotting
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import make_domain
-from metamimic_jax.environments.base import Domain
-
-TRAIN_FILE = 'train.h5'
-HELD_OUT_FILE = 'held_out.h5'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +29,7 @@ class TrainSettings:
   domain: str = 'point_mass'
   workdir: str = 'runs/point_mass'
   demo_dir: Optional[str] = None  # None: generate into workdir/demos on first use.
-  num_demos: int = 200
+  num_demos: int = 200  # Recorded on first use; the successful ones are kept.
   held_out_fraction: float = 0.1
   num_demo_workers: int = 2
   max_env_steps: int = 300_000
@@ -45,47 +40,13 @@ class TrainSettings:
   seed: int = 0
 
 
-def prepare_demonstrations(domain: Domain, directory: str, generate: bool,
-                           num_demos: int = 200, held_out_fraction: float = 0.1,
-                           num_workers: int = 2, seed: int = 0
-                           ) -> Tuple[List[demos_lib.Demonstration],
-                                      List[demos_lib.Demonstration]]:
-  """(train, held_out) from `directory`, generated there first if `generate` and absent.
-
-  Raises DemonstrationError for missing or bad files (nothing is half-loaded).
-  """
-  train_path = os.path.join(directory, TRAIN_FILE)
-  held_out_path = os.path.join(directory, HELD_OUT_FILE)
-  if generate and not os.path.exists(train_path):
-    logging.info('Generating %d %s demonstrations into %s', num_demos, domain.name,
-                 directory)
-    demos = demo_generation.generate(
-        domain.name, range(seed * 100_000, seed * 100_000 + num_demos),
-        num_workers=num_workers,
-        progress_fn=demo_generation.log_progress(logging.info, every=50))
-    train, held_out = demos_lib.split(demos, held_out_fraction, seed)
-    os.makedirs(directory, exist_ok=True)
-    demos_lib.save(train_path, train, domain.name)
-    demos_lib.save(held_out_path, held_out, domain.name)
-  shapes = {k: s.shape for k, s in
-            domain.make_environment(0).observation_spec().items()}
-  return (demos_lib.load(train_path, domain.name, shapes),
-          demos_lib.load(held_out_path, domain.name, shapes))
-
-
-def fingerprint(domain: Domain, config: MetaMimicConfig) -> Dict[str, str]:
-  """What a checkpoint must match to be resumed: the domain and every config field."""
-  return {'domain': domain.name,
-          **{k: repr(v) for k, v in dataclasses.asdict(config).items()}}
-
-
 def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   """Trains until max_env_steps (or the wall-time limit); returns the last evaluation."""
   start = time.time()
   domain = make_domain(settings.domain)
   demo_dir = settings.demo_dir or os.path.join(settings.workdir, 'demos')
-  train_demos, held_out_demos = prepare_demonstrations(
-      domain, demo_dir, generate=settings.demo_dir is None,
+  train_demos, held_out_demos = demo_sets.prepare(
+      domain, demo_dir, generate_if_absent=settings.demo_dir is None,
       num_demos=settings.num_demos, held_out_fraction=settings.held_out_fraction,
       num_workers=settings.num_demo_workers, seed=settings.seed)
   logging.info('%d training and %d held-out demonstrations from %s',
@@ -126,7 +87,8 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
 
   checkpointer = checkpointing.Checkpointer(
       os.path.join(settings.workdir, 'checkpoints'),
-      {'learner': learner, 'counter': counter}, fingerprint(domain, config),
+      {'learner': learner, 'counter': counter},
+      checkpointing.fingerprint(domain.name, config),
       settings.checkpoint_minutes)
   if checkpointer.restore():
     logging.info('Resumed from %s at %s', checkpointer.directory, counter.get_counts())

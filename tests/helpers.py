@@ -4,9 +4,9 @@ import functools
 
 from acme import specs
 
+from metamimic_jax import demonstrators
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
-from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
 
 TINY_CONFIG = MetaMimicConfig(
@@ -17,7 +17,7 @@ TINY_CONFIG = MetaMimicConfig(
 @functools.lru_cache(maxsize=None)
 def point_mass_demos(num: int = 4, first_seed: int = 0):
   domain = make_domain('point_mass')
-  return tuple(base.record_demonstration(domain, s)
+  return tuple(demonstrators.record_demonstration(domain, s)
                for s in range(first_seed, first_seed + num))
 
 

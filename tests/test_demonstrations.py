@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from metamimic_jax import demonstrations as demos_lib
-from metamimic_jax.environments import base
+from metamimic_jax import demonstrators
 from metamimic_jax.environments import point_mass
 
 DOMAIN = point_mass.PointMassDomain()
@@ -16,7 +16,7 @@ SHAPES = {'position': (2,), 'velocity': (2,)}
 
 @pytest.fixture(scope='module')
 def demos():
-  return [base.record_demonstration(DOMAIN, seed) for seed in range(3)]
+  return [demonstrators.record_demonstration(DOMAIN, seed) for seed in range(3)]
 
 
 @pytest.fixture

@@ -1,12 +1,21 @@
-import dataclasses
+"""Domains by name, the episode loop, and the demo-conditioned and task environments."""
 
+import dataclasses
+import os
+import subprocess
+import sys
+
+import dm_env
 import numpy as np
 import pytest
 
+from metamimic_jax import demonstrators
 from metamimic_jax.config import FeatureGroup
 from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
 from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_reset_restores_the_demo_and_goal_is_the_next_frames():
@@ -26,7 +35,7 @@ def test_reset_restores_the_demo_and_goal_is_the_next_frames():
     timestep = environment.step(np.zeros(2, np.float32))
     steps += 1
   assert steps == demo.length - 1
-  assert timestep.discount == 0.0  # The demonstration's end terminates the episode.
+  assert timestep.discount == 1.0  # The demonstration's end is a time limit.
   last = demo.observations['position'][-1]
   np.testing.assert_array_equal(timestep.observation['goal']['position'],
                                 np.stack([last] * 3))  # Repeats past the end.
@@ -35,21 +44,61 @@ def test_reset_restores_the_demo_and_goal_is_the_next_frames():
 def test_replaying_the_demonstrator_scores_one_per_step():
   """The demonstrator is deterministic per seed: re-running it imitates perfectly."""
   domain = make_domain('point_mass')
-  demo = base.record_demonstration(domain, seed=7)
+  demo = demonstrators.record_demonstration(domain, seed=7)
   environment = base.DemoConditionedEnvironment(domain, [demo],
                                                 domain.default_reward_groups)
-  demonstrator = domain.make_demonstrator(7)
-  timestep = environment.reset()
-  raw = timestep._replace(observation=timestep.observation['observation'])
-  demonstrator.reset(raw)
-  rewards, task = [], []
-  while not timestep.last():
-    timestep = environment.step(demonstrator.step(raw))
-    raw = timestep._replace(observation=timestep.observation['observation'])
-    rewards.append(timestep.reward['imitation'])
-    task.append(timestep.reward['task'])
-  np.testing.assert_allclose(rewards, 1.0, atol=1e-5)
-  np.testing.assert_array_equal(task, demo.task_rewards)
+  demonstrator = demonstrators.make_demonstrator(domain, 7, environment.environment)
+  timesteps = base.run_episode(environment,
+                               lambda ts: demonstrator(base.raw_timestep(ts)))[1:]
+  np.testing.assert_allclose([ts.reward['imitation'] for ts in timesteps], 1.0,
+                             atol=1e-5)
+  np.testing.assert_array_equal([ts.reward['task'] for ts in timesteps],
+                                demo.task_rewards)
+
+
+class _CountingEnvironment:
+  """Observation t after t steps; the episode's last timestep comes after `length`."""
+
+  def __init__(self, length):
+    self._length = length
+    self.t = 0
+
+  def reset(self):
+    self.t = 0
+    return dm_env.restart(0)
+
+  def step(self, action):
+    self.t += action
+    if self.t >= self._length:
+      return dm_env.termination(0.0, self.t)
+    return dm_env.transition(0.0, self.t)
+
+
+def test_run_episode_stops_at_the_last_step_the_step_limit_or_when_told():
+  one = lambda timestep: 1
+  observations = lambda timesteps: [ts.observation for ts in timesteps]
+  assert observations(base.run_episode(_CountingEnvironment(3), one)) == [0, 1, 2, 3]
+  assert observations(base.run_episode(_CountingEnvironment(9), one,
+                                       max_steps=2)) == [0, 1, 2]
+  environment = _CountingEnvironment(9)
+  assert observations(base.run_episode(
+      environment, one, stop=lambda: environment.t == 4)) == [0, 1, 2, 3, 4]
+  first = dm_env.restart(5)  # Continues from a given first timestep without a reset.
+  environment.t = 5
+  assert observations(base.run_episode(environment, one, first=first)) == [5, 6, 7, 8, 9]
+
+
+def test_environments_never_import_demonstrators():
+  """Layers point one way: demonstrators use environments, never the reverse."""
+  code = ('import sys; import metamimic_jax.environments.jaco, '
+          'metamimic_jax.environments.point_mass; '
+          'from metamimic_jax.environments import make_domain; '
+          'make_domain("jaco_stack").make_environment(0); '
+          'make_domain("point_mass").make_environment(0); '
+          'print(sorted(m for m in sys.modules if "demonstrators" in m))')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=300, check=True, cwd=ROOT)
+  assert result.stdout.strip() == '[]'
 
 
 def test_zero_action_scores_far_below_the_demonstrator():
@@ -89,3 +138,16 @@ def test_task_environment_and_unknown_domain():
   assert timestep.reward in (0.0, 1.0)
   with pytest.raises(ValueError, match='unknown domain'):
     make_domain('cartpole')
+
+
+def test_demonstrator_registry():
+  domain = make_domain('point_mass')
+  demonstrator = demonstrators.make_demonstrator(domain, 3, domain.make_environment(3))
+  assert isinstance(demonstrator, demonstrators.Demonstrator)
+
+  class Cartpole(type(domain)):
+    name = 'cartpole'
+
+  with pytest.raises(ValueError, match="no demonstrator for domain 'cartpole'; "
+                                       'domains with one: point_mass, jaco_stack'):
+    demonstrators.make_demonstrator(Cartpole(), 3, domain.make_environment(3))

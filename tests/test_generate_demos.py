@@ -6,7 +6,10 @@ import sys
 
 import pytest
 
+from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import demonstrators
+from metamimic_jax.environments import make_domain
 
 SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'generate_demos.py')
 
@@ -59,3 +62,20 @@ def test_bad_domain_arguments_fail_clearly(tmp_path):
   assert result.returncode != 0
   assert 'num_bricks must be 2 or 3' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_too_few_successes_fail_with_one_clear_line(tmp_path):
+  domain = make_domain('point_mass')
+  succeeded = []  # Seeds from 0 until two neighbours are not both successful.
+  while len(succeeded) < 2 or all(succeeded[-2:]):
+    demo = demonstrators.record_demonstration(domain, len(succeeded))
+    succeeded.append(demo_sets.is_successful(demo))
+  seed = len(succeeded) - 2
+  result = _run('--domain=point_mass', '--num_demos=2', f'--seed={seed}',
+                '--num_workers=1', f'--output_dir={tmp_path}')
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: only {sum(succeeded[seed:seed + 2])} of 2 point_mass demonstrations '
+      'succeeded: too few to split into train and held-out sets; record more '
+      '(--num_demos)')
+  assert not os.listdir(tmp_path)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import demonstrators
 from metamimic_jax.environments import base
 from metamimic_jax.environments import jaco
 from metamimic_jax.environments import make_domain
@@ -24,7 +25,7 @@ def domain():
 
 @pytest.fixture(scope='module')
 def demos(domain):
-  return [base.record_demonstration(domain, seed) for seed in DEMO_SEEDS]
+  return [demonstrators.record_demonstration(domain, seed) for seed in DEMO_SEEDS]
 
 
 def test_registry_builds_the_domain():
@@ -37,8 +38,9 @@ def test_bad_constructor_arguments_are_refused():
     jaco.JacoStackDomain(num_bricks=4)
   with pytest.raises(ValueError, match='image_size'):
     jaco.JacoStackDomain(image_size=4)
-  with pytest.raises(ValueError, match='pass the environment'):
-    jaco.JacoStackDomain().make_demonstrator(seed=0)
+  point_mass = make_domain('point_mass').make_environment(0)
+  with pytest.raises(ValueError, match='needs a JacoStackEnvironment'):
+    demonstrators.make_demonstrator(jaco.JacoStackDomain(), 0, point_mass)
 
 
 def test_feature_observations_match_the_spec(domain):
@@ -96,11 +98,14 @@ def test_task_reward_is_one_only_when_stacked(domain):
   environment = domain.make_environment(seed=0)
   environment.reset()
   assert environment.step(np.zeros(9)).reward == 0.0
-  _stack_by_hand(environment, shift=0.006)
+  assert not environment.is_stacked() and environment.seated_bricks().tolist() == [False]
+  _stack_by_hand(environment, shift=0.006)  # Resting on the studs, not clicked in.
   assert environment.step(np.zeros(9)).reward == 0.0
+  assert not environment.is_stacked() and environment.seated_bricks().tolist() == [False]
   _stack_by_hand(environment)
   timestep = environment.step(np.zeros(9))
   assert timestep.reward == 1.0
+  assert environment.is_stacked() and environment.seated_bricks().tolist() == [True]
   assert environment.shaped_reward() > 0.9
 
 

@@ -21,7 +21,8 @@ from dm_control.utils import inverse_kinematics
 import mujoco
 import numpy as np
 
-from metamimic_jax.environments import base
+from metamimic_jax.demonstrators import base
+from metamimic_jax.environments import base as env_base
 from metamimic_jax.environments import jaco
 
 # Finger angle targets (rad; their range is [0.15, 1.35]): wide open, pre-shaped to
@@ -114,8 +115,12 @@ class _Segment:
 class StackingDemonstrator(base.Demonstrator):
   """Picks each brick and places it on the one below, in stacking order."""
 
-  def __init__(self, seed: int, environment: 'jaco.JacoStackEnvironment',
-               noise_scale: float = 0.03):
+  def __init__(self, seed: int, domain: env_base.Domain,
+               environment: jaco.JacoStackEnvironment, noise_scale: float = 0.03):
+    del domain  # The environment holds all it reads.
+    if not isinstance(environment, jaco.JacoStackEnvironment):
+      raise ValueError('the jaco_stack demonstrator reads the simulator: it needs a '
+                       f'JacoStackEnvironment, got {type(environment).__name__}')
     self._rng = np.random.default_rng(seed)
     self._environment = environment
     self._noise_scale = noise_scale
@@ -192,9 +197,8 @@ class StackingDemonstrator(base.Demonstrator):
 
   def _plan(self) -> None:
     """Queues the next pick or press, or finishes when the stack stands."""
-    stacked = (self._environment.task.stud_to_hole_distances(self._environment.physics)
-               < jaco.STACK_TOLERANCE)
-    while self._top < len(self._frames) and stacked[self._top - 1]:
+    seated = self._environment.seated_bricks()
+    while self._top < len(self._frames) and seated[self._top - 1]:
       self._top += 1
       self._attempts = 0
     if self._top >= len(self._frames) or self._attempts >= _MAX_ATTEMPTS:

@@ -3,7 +3,8 @@
 import dm_env
 import numpy as np
 
-from metamimic_jax.environments import base
+from metamimic_jax.demonstrators import base
+from metamimic_jax.environments import base as env_base
 
 _CONTROL_DT = 0.04
 _FORCE_PER_ACTION = 0.1  # Actuator gear.
@@ -19,10 +20,12 @@ class SmoothPathDemonstrator(base.Demonstrator):
   demonstration is a different skill. Smooth action noise makes it imperfect.
   """
 
-  def __init__(self, seed: int, episode_length: int, noise_scale: float = 0.15,
+  def __init__(self, seed: int, domain: env_base.Domain,
+               environment: dm_env.Environment, noise_scale: float = 0.15,
                kp: float = 20.0, kd: float = 5.0):
+    del environment  # It needs only the observations.
     self._rng = np.random.default_rng(seed)
-    self._episode_length = episode_length
+    self._episode_length = domain.demo_length
     self._noise_scale = noise_scale
     self._kp, self._kd = kp, kd
 

@@ -8,7 +8,7 @@ the next demonstration frames as its goal, and pays the imitation and the task r
 """
 
 import abc
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import dm_env
 from dm_env import specs
@@ -18,28 +18,9 @@ import numpy as np
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import rewards
 from metamimic_jax.config import FeatureGroup
+from metamimic_jax.keys import GOAL, IMITATION, OBSERVATION, TASK
 
-OBSERVATION = 'observation'
-GOAL = 'goal'
-IMITATION = 'imitation'
-TASK = 'task'
-
-
-class Demonstrator(abc.ABC):
-  """A scripted policy that acts on raw timesteps (it may read privileged state)."""
-
-  @abc.abstractmethod
-  def reset(self, timestep: dm_env.TimeStep) -> None:
-    """Starts a new episode from its first timestep."""
-
-  @abc.abstractmethod
-  def step(self, timestep: dm_env.TimeStep) -> np.ndarray:
-    """The action to take."""
-
-  @property
-  def done(self) -> bool:
-    """True once the demonstration is complete and recording may stop early."""
-    return False
+Policy = Callable[[dm_env.TimeStep], np.ndarray]  # The action to take at a timestep.
 
 
 class Domain(abc.ABC):
@@ -69,38 +50,27 @@ class Domain(abc.ABC):
                       demo_frame: Mapping[str, np.ndarray]) -> Dict[str, float]:
     """How far an observation is from the demonstration frame, in physical units."""
 
-  @abc.abstractmethod
-  def make_demonstrator(self, seed: int,
-                        environment: Optional[dm_env.Environment] = None
-                        ) -> Demonstrator:
-    """A scripted demonstrator; different seeds give different skills.
 
-    Args:
-      seed: the demonstrator's seed.
-      environment: the raw environment it will act in; domains whose demonstrator
-        reads privileged simulator state (jaco_stack) require it.
-    """
+def run_episode(environment: dm_env.Environment, policy: Policy,
+                first: Optional[dm_env.TimeStep] = None,
+                max_steps: Optional[int] = None,
+                stop: Callable[[], bool] = lambda: False) -> List[dm_env.TimeStep]:
+  """Every timestep of one episode, `first` (default: a reset) included.
 
-
-def record_demonstration(domain: Domain, seed: int) -> demos_lib.Demonstration:
-  """Runs the domain's demonstrator for one seeded episode and records it."""
-  environment = domain.make_environment(seed)
-  demonstrator = domain.make_demonstrator(seed, environment)
-  timestep = environment.reset()
-  initial_state = domain.capture_state(environment)
-  demonstrator.reset(timestep)
-  frames, task_rewards = [timestep.observation], []
-  while len(frames) < domain.demo_length and not demonstrator.done:
-    timestep = environment.step(demonstrator.step(timestep))
-    frames.append(timestep.observation)
-    task_rewards.append(timestep.reward)
-    if timestep.last():
+  `policy` acts until the environment's last timestep, `max_steps` steps, or `stop()`
+  (asked after each step).
+  """
+  timesteps = [environment.reset() if first is None else first]
+  while not timesteps[-1].last() and (max_steps is None or len(timesteps) <= max_steps):
+    timesteps.append(environment.step(policy(timesteps[-1])))
+    if stop():
       break
-  return demos_lib.Demonstration(
-      observations={k: np.stack([f[k] for f in frames]) for k in frames[0]},
-      initial_state=initial_state,
-      task_rewards=np.asarray(task_rewards, np.float32),
-      seed=seed)
+  return timesteps
+
+
+def raw_timestep(timestep: dm_env.TimeStep) -> dm_env.TimeStep:
+  """A demo-conditioned or task timestep as the raw environment gave it (no goal)."""
+  return timestep._replace(observation=timestep.observation[OBSERVATION])
 
 
 class DemoConditionedEnvironment(dm_env.Environment):

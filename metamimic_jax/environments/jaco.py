@@ -34,6 +34,7 @@ from dm_control.manipulation.shared import robots
 import mujoco
 import numpy as np
 
+from metamimic_jax import keys
 from metamimic_jax.config import FeatureGroup
 from metamimic_jax.environments import base
 
@@ -57,6 +58,17 @@ _OFF = observations.ObservableSpec(enabled=False, update_interval=1, buffer_size
 _NO_OBSERVABLES = observations.ObservationSettings(
     proprio=_OFF, ftt=_OFF, prop_pose=_OFF,
     camera=observations.CameraObservableSpec(height=1, width=1, **_OFF._asdict()))
+
+# dm_control has no public way to reach the Stack tasks' workspace, their stud-to-hole
+# measure or a task's bricks: the only private accesses are these three.
+# pylint: disable=protected-access
+_WORKSPACE = bricks._WORKSPACE
+_stud_to_hole_distance = bricks._min_stud_to_hole_distance
+
+
+def _task_bricks(task: bricks.Stack) -> Tuple[composer.Entity, ...]:
+  return tuple(task._bricks)
+# pylint: enable=protected-access
 
 
 def brick_keys(index: int) -> Tuple[str, str]:
@@ -84,7 +96,7 @@ class StackTask(bricks.Stack):
         moveable_base=False,
         randomize_order=False,
         obs_settings=_NO_OBSERVABLES,
-        workspace=bricks._WORKSPACE,  # pylint: disable=protected-access
+        workspace=_WORKSPACE,
         control_timestep=CONTROL_TIMESTEP)
     self._brick_ids = None
     self._hand_ids = None
@@ -92,22 +104,20 @@ class StackTask(bricks.Stack):
   @property
   def bricks(self):
     """The bricks, bottom (fixed) first, in stacking order."""
-    return tuple(self._bricks)
+    return _task_bricks(self)
 
   def after_compile(self, physics, random_state):
     super().after_compile(physics, random_state)
     self._brick_ids = set()
-    for brick in self._bricks:
+    for brick in self.bricks:
       self._brick_ids.update(physics.bind(brick.mjcf_model.find_all('geom')).element_id)
     hand_geoms = self.hand.mjcf_model.find_all('geom')
     self._hand_ids = set(physics.bind(hand_geoms).element_id)
 
-  def stud_to_hole_distances(self, physics) -> np.ndarray:
-    """For each stacked pair, the summed distance of two stud-hole pairs (m)."""
-    return np.array([
-        bricks._min_stud_to_hole_distance(  # pylint: disable=protected-access
-            physics, bottom, top)
-        for bottom, top in zip(self._bricks[:-1], self._bricks[1:])])
+  def seated_bricks(self, physics) -> np.ndarray:
+    """For each brick above the base, whether it is clicked onto the one below."""
+    return np.array([_stud_to_hole_distance(physics, bottom, top) < STACK_TOLERANCE
+                     for bottom, top in zip(self.bricks[:-1], self.bricks[1:])])
 
   def hand_touches_brick(self, physics) -> bool:
     """Whether any hand or finger geom is in contact with any brick."""
@@ -120,7 +130,7 @@ class StackTask(bricks.Stack):
 
   def is_stacked(self, physics) -> bool:
     """Every brick sits on the one below it and the hand has let go."""
-    return bool(np.all(self.stud_to_hole_distances(physics) < STACK_TOLERANCE)
+    return bool(np.all(self.seated_bricks(physics))
                 and not self.hand_touches_brick(physics))
 
   def get_reward(self, physics):
@@ -200,6 +210,14 @@ class JacoStackEnvironment(dm_env.Environment):
     model.body_quat[:] = self._pending_state['body_quat']
     mujoco.mj_setState(model, data, physics_state, _STATE_SPEC)
 
+  def seated_bricks(self) -> np.ndarray:
+    """For each brick above the base, whether it is clicked onto the one below now."""
+    return self._task.seated_bricks(self.physics)
+
+  def is_stacked(self) -> bool:
+    """Whether the stack stands now, with the hand off it (the task reward is 1)."""
+    return self._task.is_stacked(self.physics)
+
   def shaped_reward(self) -> float:
     """dm_control's shaped stacking reward for the current state (a diagnostic)."""
     return self._task.shaped_reward(self.physics)
@@ -235,7 +253,7 @@ class JacoStackEnvironment(dm_env.Environment):
     return self._environment.action_spec().replace(dtype=np.float32)  # As the policy's.
 
   def reward_spec(self):
-    return specs.Array((), np.float32, 'task')
+    return specs.Array((), np.float32, keys.TASK)
 
   def discount_spec(self):
     return specs.BoundedArray((), np.float32, 0.0, 1.0, 'discount')
@@ -303,12 +321,3 @@ class JacoStackDomain(base.Domain):
         'arm_joint_error_rad': float(np.mean(np.abs(
             joint_angle_difference(observation['arm_pos'], demo_frame['arm_pos'])))),
     }
-
-  def make_demonstrator(self, seed: int,
-                        environment: Optional[JacoStackEnvironment] = None
-                        ) -> base.Demonstrator:
-    if environment is None:
-      raise ValueError('the jaco_stack demonstrator reads the simulator: pass the '
-                       'environment it acts in')
-    from metamimic_jax.demonstrators import jaco  # pylint: disable=g-import-not-at-top
-    return jaco.StackingDemonstrator(seed, environment)

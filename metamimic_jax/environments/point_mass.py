@@ -10,6 +10,7 @@ import dm_env
 from dm_control import suite
 import numpy as np
 
+from metamimic_jax import keys
 from metamimic_jax.config import FeatureGroup
 from metamimic_jax.environments import base
 
@@ -28,7 +29,7 @@ class _SparseReachReward(base.Float32Environment):
     return timestep._replace(reward=np.float32(distance < TARGET_RADIUS))
 
   def reward_spec(self):
-    return dm_env.specs.Array((), np.float32, 'task')
+    return dm_env.specs.Array((), np.float32, keys.TASK)
 
 
 class PointMassDomain(base.Domain):
@@ -65,10 +66,3 @@ class PointMassDomain(base.Domain):
                       demo_frame: Mapping[str, np.ndarray]) -> Dict[str, float]:
     error = np.linalg.norm(observation['position'] - demo_frame['position'])
     return {'position_error_cm': 100 * float(error)}
-
-  def make_demonstrator(self, seed: int,
-                        environment: Optional[dm_env.Environment] = None
-                        ) -> base.Demonstrator:
-    del environment  # The demonstrator needs only the observations.
-    from metamimic_jax.demonstrators import point_mass  # pylint: disable=g-import-not-at-top
-    return point_mass.SmoothPathDemonstrator(seed, self.demo_length)
