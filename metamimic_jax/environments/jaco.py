@@ -41,13 +41,15 @@ from metamimic_jax.environments import base
 CONTROL_TIMESTEP = 0.04  # 25 Hz; 20 physics steps of 2 ms.
 STACK_TOLERANCE = 0.004  # Summed distance (m) of two stud-hole pairs when stacked.
 DEMO_LENGTH = {2: 500, 3: 900}  # 20 s and 36 s: a pick, press and retreat per brick.
-# Imitation reward groups (see WORKSPACE_NOTES.md for the calibration): body pose (not
-# velocities, which are noisy), brick positions, and pixels (per pixel, scaled by the
-# image area so the scale suits any size). Tracking one frame late scores 0.99; a
-# stationary arm scores 0.26 (about 0.2 with vision): its bricks match until the lift.
-BODY_KEYS = ('arm_pos', 'hand_pos', 'pinch_pos', 'pinch_rmat')
-BODY_SCALE = 10.0
-OBJECT_SCALE = 200.0
+# Imitation reward groups (see WORKSPACE_NOTES.md for the calibration), as (keys,
+# weight, scale): the body pose (not velocities, which are noisy) in three groups whose
+# scales give a graded signal from a stationary arm (about 0.2 each) to one-frame-late
+# tracking (0.99), half the weight; the brick positions, the other half; and, with vision,
+# pixels (per pixel, scaled by the image area so the scale suits any size).
+BODY_GROUPS = ((('arm_pos', 'pinch_rmat'), 0.2, 0.5),  # Joint angles (sin, cos), wrist.
+               (('pinch_pos',), 0.2, 50.0),  # 3 cm off: 0.96, 10 cm: 0.61.
+               (('hand_pos',), 0.1, 2.0))  # Finger angles (rad).
+OBJECT_WEIGHT, OBJECT_SCALE = 0.5, 200.0  # 5 cm off: 0.61.
 PIXEL_SCALE = 100.0
 CAMERA = cameras.FRONT_CLOSE.name
 PIXELS = 'pixels'
@@ -289,10 +291,10 @@ class JacoStackDomain(base.Domain):
     self.time_limit = (self.demo_length * CONTROL_TIMESTEP if time_limit is None
                        else time_limit)
     brick_position_keys = tuple(brick_keys(i)[0] for i in range(num_bricks))
-    groups = [FeatureGroup(BODY_KEYS, 0.5, BODY_SCALE),
-              FeatureGroup(brick_position_keys, 0.5, OBJECT_SCALE)]
-    if vision:
-      groups = [FeatureGroup(g.keys, 1 / 3, g.scale) for g in groups]
+    groups = [FeatureGroup(keys, weight, scale) for keys, weight, scale in BODY_GROUPS]
+    groups.append(FeatureGroup(brick_position_keys, OBJECT_WEIGHT, OBJECT_SCALE))
+    if vision:  # Body, bricks and pixels a third each.
+      groups = [FeatureGroup(g.keys, g.weight * 2 / 3, g.scale) for g in groups]
       groups.append(FeatureGroup((PIXELS,), 1 / 3, PIXEL_SCALE / image_size**2))
     self.default_reward_groups = tuple(groups)
 
