@@ -12,7 +12,9 @@ unless stated:
 The actor refreshes its parameters every `--variable_update_period` steps from a source
 serving host arrays, as the learner does. The stages run in turn for `--rounds` rounds of
 `--seconds` each, and each stage reports its best round, so all share the machine's
-state. Demos are recorded in-process (jaco: about 3 s each) unless `--demo_dir` holds a
+state. Rates are per second of wall time and per second of this process's CPU time (all
+its threads, the Reverb server's included): on a shared machine the CPU rate is the
+steadier figure, and it is the one the ratios use. Demos are recorded in-process (jaco: about 3 s each) unless `--demo_dir` holds a
 domain's `train.h5`.
 """
 
@@ -78,11 +80,11 @@ def _demonstrations(domain, num):
   return [base.record_demonstration(domain, seed) for seed in range(num)]
 
 
-def _steps_per_second(run_for) -> float:
-  """`run_for(deadline)` steps until time.time() passes deadline; returns its steps."""
-  start = time.time()
+def _steps_per_second(run_for):
+  """(wall, CPU) steps/s of `run_for(deadline)`, which steps until time.time() > deadline."""
+  start, cpu_start = time.time(), time.process_time()
   steps = run_for(start + _SECONDS.value)
-  return steps / (time.time() - start)
+  return (steps / (time.time() - start), steps / (time.process_time() - cpu_start))
 
 
 def _zero_action_loop(environment, action):
@@ -109,7 +111,7 @@ def _actor_loop(environment, actor):
 
 
 def measure(domain_name: str):
-  """Best steps/s per stage over the rounds, stages run in turn."""
+  """Best (wall, CPU) steps/s per stage over the rounds, stages run in turn."""
   domain = make_domain(domain_name)
   num_demos = _JACO_DEMOS.value if domain_name == 'jaco_stack' else _POINT_MASS_DEMOS.value
   demos = _demonstrations(domain, num_demos)
@@ -136,10 +138,11 @@ def measure(domain_name: str):
   }
   for run_for in stages.values():  # Compile and warm up.
     run_for(time.time() + 0.2)
-  best = {name: 0.0 for name in stages}
+  best = {name: (0.0, 0.0) for name in stages}
   for _ in range(_ROUNDS.value):
     for name, run_for in stages.items():
-      best[name] = max(best[name], _steps_per_second(run_for))
+      wall, cpu = _steps_per_second(run_for)
+      best[name] = (max(best[name][0], wall), max(best[name][1], cpu))
   server.stop()
   return best
 
@@ -150,10 +153,11 @@ def main(argv):
         f'variable_update_period {_UPDATE_PERIOD.value}; cores: {os.cpu_count()}')
   for domain_name in _DOMAINS.value:
     best = measure(domain_name)
-    raw = best['raw']
-    print(f'{domain_name}:')
-    for name, rate in best.items():
-      print(f'  {name:<9} {rate:>8.0f} steps/s  {rate / raw:>5.2f}x raw', flush=True)
+    raw_wall, raw_cpu = best['raw']
+    print(f'{domain_name}:{"wall steps/s":>22}{"CPU steps/s":>24}')
+    for name, (wall, cpu) in best.items():
+      print(f'  {name:<9} {wall:>8.0f} {wall / raw_wall:>5.2f}x raw   '
+            f'{cpu:>8.0f} {cpu / raw_cpu:>5.2f}x raw', flush=True)
 
 
 if __name__ == '__main__':

@@ -1,9 +1,9 @@
 """The MetaMimic imitation reward: similarity of what the agent sees to the demo frame.
 
-One formula, two array libraries: `imitation_reward` (JAX: pure, jittable, for learners
-and anything batched with vmap) and `imitation_reward_numpy` (numpy: for environments,
-which pay the reward one step at a time on the host, where a jitted call costs more
-than the arithmetic).
+Two twins of one formula: `imitation_reward` (JAX: pure, jittable, for learners and
+anything batched with vmap) and `imitation_reward_numpy` (for environments, which pay
+the reward one step at a time on the host, where a jitted call costs more than the
+arithmetic). tests/test_rewards.py checks that they agree.
 """
 
 from typing import Mapping, Sequence
@@ -30,7 +30,15 @@ def imitation_reward(
   Returns:
     A scalar; exactly 1 when every grouped feature matches the demonstration.
   """
-  return _imitation_reward(jnp, observation_t, demo_frame_t, groups)
+  reward = jnp.zeros((), jnp.float32)
+  for group in groups:
+    squared_distance = jnp.zeros((), jnp.float32)
+    for key in group.keys:
+      o, d = observation_t[key], demo_frame_t[key]
+      chex.assert_equal_shape([o, d])
+      squared_distance += jnp.sum(jnp.square(_as_float(o) - _as_float(d)))
+    reward += group.weight * jnp.exp(-group.scale * squared_distance)
+  return reward
 
 
 def imitation_reward_numpy(
@@ -38,27 +46,29 @@ def imitation_reward_numpy(
     demo_frame_t: Mapping[str, np.ndarray],
     groups: Sequence[FeatureGroup],
 ) -> np.float32:
-  """`imitation_reward` computed with numpy, as a float32 scalar."""
-  return np.float32(_imitation_reward(np, observation_t, demo_frame_t, groups))
-
-
-def _imitation_reward(xp, observation_t, demo_frame_t, groups):
-  """The formula, with `xp` the array library (jax.numpy or numpy), in float32."""
-  reward = xp.zeros((), xp.float32)
+  """`imitation_reward` with numpy, one dot product per group (float32 distances)."""
+  reward = 0.0
   for group in groups:
-    squared_distance = xp.zeros((), xp.float32)
-    for key in group.keys:
-      o, d = observation_t[key], demo_frame_t[key]
-      chex.assert_equal_shape([o, d])
-      squared_distance += xp.sum(xp.square(_as_float(xp, o) - _as_float(xp, d)))
-    reward += xp.float32(group.weight) * xp.exp(xp.float32(-group.scale) *
-                                                squared_distance)
-  return reward
+    difference = np.concatenate([_difference_numpy(observation_t[key], demo_frame_t[key])
+                                 for key in group.keys])
+    reward += group.weight * np.exp(-group.scale * np.dot(difference, difference))
+  return np.float32(reward)
 
 
-def _as_float(xp, x: chex.Array) -> chex.Array:
+def _difference_numpy(o: np.ndarray, d: np.ndarray) -> np.ndarray:
+  """o - d, flat, float32; uint8 pixels are scaled to [0, 1]."""
+  o, d = np.asarray(o), np.asarray(d)
+  if o.shape != d.shape:
+    raise ValueError(f'observation shape {o.shape} differs from the demo frame\'s '
+                     f'{d.shape}')
+  if o.dtype == np.uint8:
+    return (o.astype(np.float32) - d.astype(np.float32)).ravel() / np.float32(255)
+  return (np.asarray(o, np.float32) - np.asarray(d, np.float32)).ravel()
+
+
+def _as_float(x: chex.Array) -> chex.Array:
   """Features as float32; uint8 pixels are scaled to [0, 1]."""
-  x = xp.asarray(x)
-  if x.dtype == xp.uint8:
-    return x.astype(xp.float32) / xp.float32(255)
-  return x.astype(xp.float32)
+  x = jnp.asarray(x)
+  if x.dtype == jnp.uint8:
+    return x.astype(jnp.float32) / 255.0
+  return x.astype(jnp.float32)

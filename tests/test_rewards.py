@@ -87,6 +87,6 @@ def test_numpy_twin_matches_jax_on_uint8_pixels():
 
 
 def test_numpy_twin_refuses_shape_mismatch():
-  with pytest.raises(AssertionError):
+  with pytest.raises(ValueError, match='differs'):
     imitation_reward_numpy({'x': np.zeros(2)}, {'x': np.zeros(3)},
                            (FeatureGroup(('x',), 1.0, 1.0),))
