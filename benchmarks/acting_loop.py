@@ -32,6 +32,7 @@ from metamimic_jax import networks as networks_lib
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import base
+from metamimic_jax.environments import DOMAIN_NAMES
 from metamimic_jax.environments import make_domain
 
 from absl import app
@@ -149,6 +150,9 @@ def measure(domain_name: str):
 
 def main(argv):
   del argv
+  unknown = sorted(set(_DOMAINS.value) - set(DOMAIN_NAMES))
+  if unknown:
+    raise app.UsageError(f'unknown domains {unknown}; known: {", ".join(DOMAIN_NAMES)}')
   print(f'best of {_ROUNDS.value} rounds x {_SECONDS.value:g} s per stage; '
         f'variable_update_period {_UPDATE_PERIOD.value}; cores: {os.cpu_count()}')
   for domain_name in _DOMAINS.value:
