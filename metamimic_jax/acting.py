@@ -49,8 +49,10 @@ class MetaMimicActor(core.Actor):
                variable_client: jax_utils.VariableClient,
                adder: Optional[adders.Adder] = None):
     def act(params, key, observation):
+      """One unbatched observation in, one action out: batching stays on the device."""
       key, policy_key = jax.random.split(key)
-      return policy(params, policy_key, observation), key
+      batch = jax.tree.map(lambda x: x[None], observation)
+      return policy(params, policy_key, batch)[0], key
 
     self._act = jax.jit(act)
     self._key = random_key
@@ -59,8 +61,8 @@ class MetaMimicActor(core.Actor):
 
   def select_action(self, observation) -> np.ndarray:
     action, self._key = self._act(self._variable_client.params[0], self._key,
-                                  jax_utils.add_batch_dim(observation))
-    return jax_utils.to_numpy_squeeze(action)
+                                  observation)
+    return np.asarray(action)
 
   def observe_first(self, timestep: dm_env.TimeStep) -> None:
     if self._adder:

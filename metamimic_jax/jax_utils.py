@@ -65,8 +65,10 @@ def sharded_prefetch(iterator: Iterator[T], devices: Sequence[jax.Device],
 class VariableClient:
   """Keeps a copy of a VariableSource's variables, refreshed every `update_period` calls.
 
-  With `asynchronous=True` the fetch runs in a background thread (use it for remote
-  sources such as a Courier learner), so acting never waits on the network.
+  The copy lives on the default device: it moves there once per update, not with every
+  call that reads it. With `asynchronous=True` the fetch runs in a background thread
+  (use it for remote sources such as a Courier learner), so acting never waits on the
+  network.
   """
 
   def __init__(self, source: core.VariableSource, names: Sequence[str],
@@ -85,10 +87,10 @@ class VariableClient:
     if self._params is not None and self._calls % self._update_period and not wait:
       return
     if wait or not self._asynchronous or self._params is None:
-      self._params = self._source.get_variables(self._names)
+      self._params = jax.device_put(self._source.get_variables(self._names))
       return
     if self._fetched:
-      self._params = self._fetched.pop()
+      self._params = jax.device_put(self._fetched.pop())
     if self._pending is None or not self._pending.is_alive():
       self._pending = threading.Thread(
           target=lambda: self._fetched.append(self._source.get_variables(self._names)),
@@ -100,13 +102,3 @@ class VariableClient:
     if self._params is None:
       self.update(wait=True)
     return self._params
-
-
-def to_numpy_squeeze(tree: T) -> T:
-  """Host numpy arrays with the leading (batch of one) axis removed."""
-  return jax.tree.map(lambda x: np.asarray(x)[0], tree)
-
-
-def add_batch_dim(tree: T) -> T:
-  return jax.tree.map(lambda x: np.expand_dims(x, 0), tree)
-

@@ -1,9 +1,16 @@
-"""The MetaMimic imitation reward: similarity of what the agent sees to the demo frame."""
+"""The MetaMimic imitation reward: similarity of what the agent sees to the demo frame.
+
+Two twins of one formula: `imitation_reward` (JAX: pure, jittable, for learners and
+anything batched with vmap) and `imitation_reward_numpy` (for environments, which pay
+the reward one step at a time on the host, where a jitted call costs more than the
+arithmetic). tests/test_rewards.py checks that they agree.
+"""
 
 from typing import Mapping, Sequence
 
 import chex
 import jax.numpy as jnp
+import numpy as np
 
 from metamimic_jax.config import FeatureGroup
 
@@ -32,6 +39,31 @@ def imitation_reward(
       squared_distance += jnp.sum(jnp.square(_as_float(o) - _as_float(d)))
     reward += group.weight * jnp.exp(-group.scale * squared_distance)
   return reward
+
+
+def imitation_reward_numpy(
+    observation_t: Mapping[str, np.ndarray],
+    demo_frame_t: Mapping[str, np.ndarray],
+    groups: Sequence[FeatureGroup],
+) -> np.float32:
+  """`imitation_reward` with numpy, one dot product per group (float32 distances)."""
+  reward = 0.0
+  for group in groups:
+    difference = np.concatenate([_difference_numpy(observation_t[key], demo_frame_t[key])
+                                 for key in group.keys])
+    reward += group.weight * np.exp(-group.scale * np.dot(difference, difference))
+  return np.float32(reward)
+
+
+def _difference_numpy(o: np.ndarray, d: np.ndarray) -> np.ndarray:
+  """o - d, flat, float32; uint8 pixels are scaled to [0, 1]."""
+  o, d = np.asarray(o), np.asarray(d)
+  if o.shape != d.shape:
+    raise ValueError(f'observation shape {o.shape} differs from the demo frame\'s '
+                     f'{d.shape}')
+  if o.dtype == np.uint8:
+    return (o.astype(np.float32) - d.astype(np.float32)).ravel() / np.float32(255)
+  return (np.asarray(o, np.float32) - np.asarray(d, np.float32)).ravel()
 
 
 def _as_float(x: chex.Array) -> chex.Array:

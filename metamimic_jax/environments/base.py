@@ -12,7 +12,6 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import dm_env
 from dm_env import specs
-import jax
 import numpy as np
 
 from metamimic_jax import demonstrations as demos_lib
@@ -106,11 +105,11 @@ class DemoConditionedEnvironment(dm_env.Environment):
                        f'{domain.name}: {sorted(raw_spec)}')
     demos_lib.check_shapes(self._demos, {k: s.shape for k, s in raw_spec.items()},
                            domain.name)
-    self._reward_fn = jax.jit(
-        lambda o, d: rewards.imitation_reward(o, d, tuple(reward_groups)))
+    self._reward_groups = tuple(reward_groups)
     self._reward_keys = sorted(set().union(*[g.keys for g in reward_groups]))
     self._next_demo: Optional[int] = None
     self._demo: demos_lib.Demonstration = self._demos[0]
+    self._goals: Dict[str, np.ndarray] = {}
     self._t = 0
 
   @property
@@ -134,6 +133,7 @@ class DemoConditionedEnvironment(dm_env.Environment):
              if self._next_demo is None else self._next_demo)
     self._next_demo = None
     self._demo = self._demos[index]
+    self._goals = self._goal_frames(self._demo)
     self._t = 0
     timestep = self._domain.restore_state(self._environment, self._demo.initial_state)
     return dm_env.restart(self._observation(timestep.observation))
@@ -143,7 +143,8 @@ class DemoConditionedEnvironment(dm_env.Environment):
     self._t += 1
     target = {k: self._demo.observations[k][self._t] for k in self._reward_keys}
     observed = {k: timestep.observation[k] for k in self._reward_keys}
-    reward = {IMITATION: np.float32(self._reward_fn(observed, target)),
+    reward = {IMITATION: rewards.imitation_reward_numpy(observed, target,
+                                                        self._reward_groups),
               TASK: np.float32(timestep.reward)}
     observation = self._observation(timestep.observation)
     if timestep.last():  # The raw environment's own end (discount 0 if terminal).
@@ -152,11 +153,24 @@ class DemoConditionedEnvironment(dm_env.Environment):
       return dm_env.truncation(reward, observation, np.float32(1))
     return dm_env.transition(reward, observation, np.float32(1))
 
+  def _goal_frames(self, demo: demos_lib.Demonstration) -> Dict[str, np.ndarray]:
+    """The goal keys' frames 1 .. T-1, then the last frame H times (read-only).
+
+    The goal at step t, frames t+1 .. t+H with the last repeating past the end, is then
+    the slice [t, t+H): a view, not a copy.
+    """
+    goals = {}
+    for key in self._goal_keys:
+      frames = demo.observations[key]
+      padded = np.concatenate([frames[1:], np.repeat(frames[-1:], self._goal_horizon, 0)])
+      padded.flags.writeable = False
+      goals[key] = padded
+    return goals
+
   def _observation(self, raw: Mapping[str, np.ndarray]) -> Dict[str, object]:
-    last = self._demo.length - 1
-    frames = np.minimum(np.arange(self._t + 1, self._t + 1 + self._goal_horizon), last)
-    goal = {k: self._demo.observations[k][frames] for k in self._goal_keys}
-    return {OBSERVATION: dict(raw), GOAL: goal}
+    t, horizon = self._t, self._goal_horizon
+    return {OBSERVATION: dict(raw),
+            GOAL: {k: frames[t:t + horizon] for k, frames in self._goals.items()}}
 
   def observation_spec(self):
     raw_spec = self._environment.observation_spec()

@@ -1,0 +1,168 @@
+"""Acting loop speed: each layer of the actor's loop as a ratio to the raw simulator.
+
+  .venv/bin/python benchmarks/acting_loop.py --seconds=2 --rounds=3
+
+For each domain (point_mass; jaco_stack with features), in one process, zero actions
+unless stated:
+  raw        the domain's environment alone;
+  demo env   the demo-conditioned environment (goal, imitation and task rewards);
+  + policy   Acme's EnvironmentLoop with the actor (default networks, exploration noise),
+             no adder;
+  + adder    the same with the builder's adder writing to a local Reverb server.
+The actor refreshes its parameters every `--variable_update_period` steps from a source
+serving host arrays, as the learner does. The stages run in turn for `--rounds` rounds of
+`--seconds` each, and each stage reports its best round, so all share the machine's
+state. Rates are per second of wall time and per second of this process's CPU time (all
+its threads, the Reverb server's included): on a shared machine the CPU rate is the
+steadier figure, and it is the one the ratios use. Demos are recorded in-process (jaco: about 3 s each) unless `--demo_dir` holds a
+domain's `train.h5`.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import learning
+from metamimic_jax import networks as networks_lib
+from metamimic_jax.builder import MetaMimicBuilder
+from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.environments import base
+from metamimic_jax.environments import DOMAIN_NAMES
+from metamimic_jax.environments import make_domain
+
+from absl import app
+from absl import flags
+from acme import environment_loop
+from acme import specs
+from acme.utils import loggers
+import jax
+import numpy as np
+import reverb
+
+_DOMAINS = flags.DEFINE_list('domains', ['point_mass', 'jaco_stack'], 'Domains to run.')
+_SECONDS = flags.DEFINE_float('seconds', 2.0, 'Seconds per stage per round.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds over all stages.', lower_bound=1)
+_POINT_MASS_DEMOS = flags.DEFINE_integer('point_mass_demos', 8, 'point_mass demos.',
+                                         lower_bound=1)
+_JACO_DEMOS = flags.DEFINE_integer('jaco_demos', 3, 'jaco_stack demos (about 3 s each).',
+                                   lower_bound=1)
+_DEMO_DIR = flags.DEFINE_string('demo_dir', None, 'A directory per domain '
+                                '(DEMO_DIR/<domain>/train.h5) to load demos from.')
+_UPDATE_PERIOD = flags.DEFINE_integer('variable_update_period', 100,
+                                      'Actor steps between parameter fetches.',
+                                      lower_bound=1)
+
+
+class _HostParams:
+  """A variable source serving fixed policy parameters as host arrays (as the learner)."""
+
+  def __init__(self, networks, spec, config):
+    dummy_observation, dummy_action = networks_lib.dummy_inputs(spec)
+    state = learning.init_training_state(jax.random.PRNGKey(0), networks,
+                                         dummy_observation, dummy_action, config)
+    self._policies = jax.device_get({
+        learning.MetaMimicLearner.IMITATION_POLICY: state.imitation.policy_params,
+        learning.MetaMimicLearner.TASK_POLICY: state.task.policy_params})
+
+  def get_variables(self, names):
+    return [jax.tree.map(np.copy, self._policies[name]) for name in names]
+
+
+def _demonstrations(domain, num):
+  if _DEMO_DIR.value:
+    path = os.path.join(_DEMO_DIR.value, domain.name, 'train.h5')
+    if os.path.exists(path):
+      return demos_lib.load(path, domain.name)[:num]
+  return [base.record_demonstration(domain, seed) for seed in range(num)]
+
+
+def _steps_per_second(run_for):
+  """(wall, CPU) steps/s of `run_for(deadline)`, which steps until time.time() > deadline."""
+  start, cpu_start = time.time(), time.process_time()
+  steps = run_for(start + _SECONDS.value)
+  return (steps / (time.time() - start), steps / (time.process_time() - cpu_start))
+
+
+def _zero_action_loop(environment, action):
+  def run_for(deadline):
+    environment.reset()
+    steps = 0
+    while time.time() < deadline:
+      if environment.step(action).last():
+        environment.reset()
+      steps += 1
+    return steps
+  return run_for
+
+
+def _actor_loop(environment, actor):
+  loop = environment_loop.EnvironmentLoop(environment, actor,
+                                          logger=loggers.NoOpLogger())
+  def run_for(deadline):
+    steps = 0
+    while time.time() < deadline:
+      steps += loop.run_episode()['episode_length']
+    return steps
+  return run_for
+
+
+def measure(domain_name: str):
+  """Best (wall, CPU) steps/s per stage over the rounds, stages run in turn."""
+  domain = make_domain(domain_name)
+  num_demos = _JACO_DEMOS.value if domain_name == 'jaco_stack' else _POINT_MASS_DEMOS.value
+  demos = _demonstrations(domain, num_demos)
+  config = MetaMimicConfig()
+  builder = MetaMimicBuilder(config, domain)
+  demo_environment = builder.make_demo_environment(demos, seed=0)
+  spec = specs.make_environment_spec(demo_environment)
+  networks = builder.make_networks(spec)
+  source = _HostParams(networks, spec, config)
+  server = reverb.Server(builder.make_replay_tables(spec, False), port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+
+  def actor(adder=None):
+    return builder.make_actor(jax.random.PRNGKey(1), networks, spec, source, adder=adder,
+                              variable_update_period=_UPDATE_PERIOD.value)
+
+  zeros = np.zeros(spec.actions.shape, spec.actions.dtype)
+  stages = {
+      'raw': _zero_action_loop(domain.make_environment(0), zeros),
+      'demo env': _zero_action_loop(demo_environment, zeros),
+      '+ policy': _actor_loop(builder.make_demo_environment(demos, seed=1), actor()),
+      '+ adder': _actor_loop(builder.make_demo_environment(demos, seed=2),
+                             actor(builder.make_adder(client))),
+  }
+  for run_for in stages.values():  # Compile and warm up.
+    run_for(time.time() + 0.2)
+  best = {name: (0.0, 0.0) for name in stages}
+  for _ in range(_ROUNDS.value):
+    for name, run_for in stages.items():
+      wall, cpu = _steps_per_second(run_for)
+      best[name] = (max(best[name][0], wall), max(best[name][1], cpu))
+  server.stop()
+  return best
+
+
+def main(argv):
+  del argv
+  unknown = sorted(set(_DOMAINS.value) - set(DOMAIN_NAMES))
+  if unknown:
+    raise app.UsageError(f'unknown domains {unknown}; known: {", ".join(DOMAIN_NAMES)}')
+  print(f'best of {_ROUNDS.value} rounds x {_SECONDS.value:g} s per stage; '
+        f'variable_update_period {_UPDATE_PERIOD.value}; cores: {os.cpu_count()}')
+  for domain_name in _DOMAINS.value:
+    best = measure(domain_name)
+    raw_wall, raw_cpu = best['raw']
+    print(f'{domain_name}:{"wall steps/s":>22}{"CPU steps/s":>24}')
+    for name, (wall, cpu) in best.items():
+      print(f'  {name:<9} {wall:>8.0f} {wall / raw_wall:>5.2f}x raw   '
+            f'{cpu:>8.0f} {cpu / raw_cpu:>5.2f}x raw', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

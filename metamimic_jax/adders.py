@@ -1,0 +1,150 @@
+"""A lean n-step transition adder: Acme's items, a fraction of its per-step Python work.
+
+It writes exactly the items of `acme.adders.reverb.NStepTransitionAdder` (same table
+signature, same transitions, in the same order; tests/test_adders.py compares them) but
+keeps the n-step window itself instead of reading it back from the writer:
+
+  - one writer column per leaf, flattened once per step with dm-tree's C flatten;
+  - rewards and discounts stay in a Python window of the last n steps, and the n-step
+    return is accumulated with Acme's float32 recurrence over flat per-key values;
+  - the writer receives only what items reference: observations, actions, and each
+    item's n-step return and discount (not the raw rewards, discounts and
+    start-of-episode flags Acme also appends).
+"""
+
+import collections
+from typing import Deque, List, Optional, Tuple
+
+from acme import adders
+from acme import specs
+from acme import types
+from acme.adders.reverb import NStepTransitionAdder as AcmeNStepTransitionAdder
+import dm_env
+import numpy as np
+import reverb
+import tree
+
+# Items get uniform priority, as Acme's adders without a priority function.
+_PRIORITY = 1.0
+# Acme's wait for the table signature: a distributed replay may take a while to start.
+_SIGNATURE_TIMEOUT_MS = 300_000
+# Writer columns (the tail of each is one flat leaf list).
+_OBSERVATION = 'observation'
+_ACTION = 'action'
+_RETURN = 'n_step_return'
+_DISCOUNT = 'total_discount'
+
+
+class NStepTransitionAdder(adders.Adder):
+  """Writes n-step transitions (s_t, a_t, R_t:t+n, D_t:t+n, s_t+n) to one Reverb table.
+
+  R and D follow Acme: R = r_t + g d_t r_t+1 + ... + g^(m-1) d_t..d_t+m-2 r_t+m-1 and
+  D = g^(m-1) d_t..d_t+m-1, per reward key (a scalar discount applies to every key),
+  with m = n except for the shorter transitions at an episode's start and end.
+  Writer rows: row t holds o_t, a_t and the return and discount of the item written
+  when o_t+1 arrives; the episode's shorter final items put theirs in the last
+  observation's row and in rows after it.
+  """
+
+  def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float,
+               max_in_flight_items: int = 5):
+    if n_step < 1:
+      raise ValueError(f'n_step must be >= 1, got {n_step}')
+    self._client = client
+    self._table = table
+    self._n_step = n_step
+    self._discount = np.float32(discount)
+    self._max_in_flight_items = max_in_flight_items
+    self._writer: Optional[reverb.TrajectoryWriter] = None
+    # The last n steps' flat rewards and discounts (one discount per reward leaf).
+    self._window: Deque[Tuple[List[np.ndarray], List[np.ndarray]]] = (
+        collections.deque(maxlen=n_step))
+    self._num_steps = -1  # Steps added this episode; -1 before add_first.
+
+  @classmethod
+  def signature(cls, environment_spec: specs.EnvironmentSpec):
+    """The table signature: the same as Acme's NStepTransitionAdder's."""
+    return AcmeNStepTransitionAdder.signature(environment_spec)
+
+  def add_first(self, timestep: dm_env.TimeStep) -> None:
+    if not timestep.first():
+      raise ValueError('adder.add_first needs a first timestep (timestep.first())')
+    if self._writer is None:
+      # An item reaches back n rows for its state, and n - 1 more at an episode's end.
+      self._writer = self._client.trajectory_writer(
+          num_keep_alive_refs=2 * self._n_step,
+          get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS)
+    self._window.clear()
+    self._num_steps = 0
+    self._writer.append({_OBSERVATION: tree.flatten(timestep.observation)},
+                        partial_step=True)
+
+  def add(self, action: types.NestedArray, next_timestep: dm_env.TimeStep,
+          extras: types.NestedArray = ()) -> None:
+    if self._num_steps < 0:
+      raise ValueError('adder.add_first must be called before adder.add')
+    if extras:
+      raise ValueError('this adder writes no extras')
+    self._window.append(_flat_reward_and_discount(next_timestep))
+    self._num_steps += 1
+    first = max(0, self._num_steps - self._n_step)
+    n_step_return, total_discount = self._accumulate(first)
+    # Closes row t = num_steps - 1 (o_t is in), then opens row t + 1 with o_t+1.
+    self._writer.append({_ACTION: tree.flatten(action), _RETURN: n_step_return,
+                         _DISCOUNT: total_discount})
+    self._writer.append({_OBSERVATION: tree.flatten(next_timestep.observation)},
+                        partial_step=True)
+    self._create_item(first, self._num_steps - 1, self._num_steps)
+    if next_timestep.last():
+      self._write_last(first)
+      self.reset()
+
+  def reset(self) -> None:
+    if self._writer is not None:
+      self._writer.end_episode(clear_buffers=True)
+    self._window.clear()
+    self._num_steps = -1
+
+  def _write_last(self, first: int) -> None:
+    """The shorter transitions from each later state to the last observation."""
+    last = self._num_steps
+    for row, start in enumerate(range(first + 1, last), start=last):
+      n_step_return, total_discount = self._accumulate(start)
+      self._writer.append({_RETURN: n_step_return, _DISCOUNT: total_discount})
+      self._create_item(start, row, last)
+
+  def _accumulate(self, first: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """Acme's float32 recurrence for the return and discount of steps first..now."""
+    steps = list(self._window)[first - (self._num_steps - len(self._window)):]
+    n_step_return, total_discount = (list(x) for x in steps[0])
+    for rewards, discounts in steps[1:]:
+      for i, (reward, discount) in enumerate(zip(rewards, discounts)):
+        total_discount[i] = total_discount[i] * self._discount
+        n_step_return[i] = n_step_return[i] + reward * total_discount[i]
+        total_discount[i] = total_discount[i] * discount
+    return n_step_return, total_discount
+
+  def _create_item(self, first: int, return_row: int, last: int) -> None:
+    """Inserts (o_first, a_first, R, D, o_last), flat in the signature's order."""
+    history = self._writer.history
+    observations = history[_OBSERVATION]
+    columns = ([column[first] for column in observations] +
+               [column[first] for column in history[_ACTION]] +
+               [column[return_row] for column in history[_RETURN]] +
+               [column[return_row] for column in history[_DISCOUNT]] +
+               [column[last] for column in observations])
+    self._writer.create_item(self._table, _PRIORITY, columns)
+    self._writer.flush(self._max_in_flight_items)
+
+
+def _flat_reward_and_discount(timestep: dm_env.TimeStep
+                              ) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+  """Flat rewards, and one discount per reward (a scalar discount is shared)."""
+  rewards = tree.flatten(timestep.reward)
+  discounts = tree.flatten(timestep.discount)
+  if len(discounts) == 1:
+    discounts = discounts * len(rewards)
+  elif len(discounts) != len(rewards):
+    raise ValueError(f'the discount {timestep.discount} must be a scalar or have the '
+                     f'structure of the reward {timestep.reward}')
+  return ([np.asarray(r) for r in rewards], [np.asarray(d) for d in discounts])

@@ -1,0 +1,127 @@
+import dm_env
+from acme import specs
+from acme.adders import reverb as acme_adders
+import numpy as np
+import pytest
+import reverb
+import tree
+
+from metamimic_jax import adders
+
+N_STEP = 3
+DISCOUNT = 0.9
+
+
+def _environment_spec(dict_discount: bool) -> specs.EnvironmentSpec:
+  frame = {'x': specs.Array((2,), np.float32), 'pixels': specs.Array((2, 2), np.uint8)}
+  scalar = specs.Array((), np.float32)
+  return specs.EnvironmentSpec(
+      observations={'observation': frame, 'goal': dict(frame)},
+      actions=specs.BoundedArray((2,), np.float32, -1.0, 1.0),
+      rewards={'imitation': scalar, 'task': scalar},
+      discounts={'imitation': scalar, 'task': scalar} if dict_discount else scalar)
+
+
+def _episode(rng, length: int, end: str, dict_discount: bool):
+  """(first timestep, [(action, timestep)]): random data, one mid-episode discount."""
+  def observation():
+    frame = lambda: {'x': rng.normal(size=2).astype(np.float32),
+                     'pixels': rng.integers(0, 256, (2, 2)).astype(np.uint8)}
+    return {'observation': frame(), 'goal': frame()}
+
+  def discount(value):
+    value = np.float32(value)
+    # Per-key discounts differ, so a mix-up between keys shows.
+    return {'imitation': value, 'task': np.float32(value * 0.5)} if dict_discount else value
+
+  steps = []
+  for t in range(1, length + 1):
+    reward = {'imitation': np.float32(rng.uniform()), 'task': np.float32(rng.uniform())}
+    observation_t = observation()
+    if t < length:
+      timestep = dm_env.transition(reward, observation_t, discount(0.5 if t == 2 else 1))
+    elif end == 'termination':
+      timestep = dm_env.termination(reward, observation_t)._replace(discount=discount(0))
+    else:
+      timestep = dm_env.truncation(reward, observation_t, discount(1))
+    steps.append((rng.uniform(-1, 1, 2).astype(np.float32), timestep))
+  return dm_env.restart(observation()), steps
+
+
+def _items(client, table):
+  count = client.server_info()[table].current_size
+  samples = client.sample(table, num_samples=count, emit_timesteps=False,
+                          unpack_as_table_signature=True)
+  return [sample.data for sample in samples]
+
+
+@pytest.mark.parametrize('dict_discount', [False, True])
+def test_writes_what_acme_writes(dict_discount):
+  spec = _environment_spec(dict_discount)
+  signature = adders.NStepTransitionAdder.signature(spec)
+  assert signature == acme_adders.NStepTransitionAdder.signature(spec)
+  server = reverb.Server([reverb.Table.queue(name, 1000, signature=signature)
+                          for name in ('acme', 'lean')], port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    reference = acme_adders.NStepTransitionAdder(
+        client, N_STEP, DISCOUNT, priority_fns={'acme': None})
+    lean = adders.NStepTransitionAdder(client, 'lean', N_STEP, DISCOUNT)
+    rng = np.random.default_rng(0)
+    # Terminations and truncations, longer and shorter than n, and a one-step episode.
+    episodes = [_episode(rng, length, end, dict_discount)
+                for length, end in ((7, 'termination'), (6, 'truncation'),
+                                    (2, 'termination'), (1, 'truncation'))]
+    for first, steps in episodes:
+      for adder in (reference, lean):
+        adder.add_first(first)
+        for action, timestep in steps:
+          adder.add(action, timestep)
+    expected, actual = _items(client, 'acme'), _items(client, 'lean')
+  finally:
+    server.stop()
+  # Per episode of T steps: T + n - 1 items (min(T, n) - 1 fewer when T < n).
+  assert len(expected) == (7 + 2) + (6 + 2) + (2 + 1) + 1
+  assert len(actual) == len(expected)
+  for want, got in zip(expected, actual):
+    tree.map_structure(np.testing.assert_array_equal, want, got)
+
+
+def test_hand_computed_returns_and_discounts():
+  spec = _environment_spec(dict_discount=False)
+  server = reverb.Server([reverb.Table.queue(
+      'lean', 100, signature=adders.NStepTransitionAdder.signature(spec))], port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    adder = adders.NStepTransitionAdder(client, 'lean', n_step=2, discount=0.5)
+    first, steps = _episode(np.random.default_rng(1), 3, 'termination', False)
+    rewards = [np.float32(1), np.float32(2), np.float32(4)]
+    steps = [(a, ts._replace(reward={'imitation': r, 'task': -r}))
+             for (a, ts), r in zip(steps, rewards)]
+    adder.add_first(first)
+    for action, timestep in steps:
+      adder.add(action, timestep)
+    items = _items(client, 'lean')
+  finally:
+    server.stop()
+  observations = [first.observation] + [ts.observation for _, ts in steps]
+  # (start, end, R, D): discounts d_0 = 1, d_1 = 0.5 (step 2), d_2 = 0 (termination).
+  expected = [(0, 1, 1.0, 1.0), (0, 2, 1 + 0.5 * 1 * 2, 0.5 * 1 * 0.5),
+              (1, 3, 2 + 0.5 * 0.5 * 4, 0.5 * 0.5 * 0), (2, 3, 4.0, 0.0)]
+  assert len(items) == len(expected)
+  for item, (start, end, ret, discount) in zip(items, expected):
+    np.testing.assert_array_equal(item.observation['goal']['x'],
+                                  observations[start]['goal']['x'])
+    np.testing.assert_array_equal(item.next_observation['observation']['pixels'],
+                                  observations[end]['observation']['pixels'])
+    np.testing.assert_array_equal(item.action, steps[start][0])
+    assert item.reward['imitation'] == ret and item.reward['task'] == -ret
+    assert item.discount['imitation'] == discount == item.discount['task']
+
+
+def test_add_before_add_first_is_refused():
+  adder = adders.NStepTransitionAdder(client=None, table='t', n_step=1, discount=1.0)
+  with pytest.raises(ValueError, match='add_first must be called'):
+    adder.add(np.zeros(2), dm_env.transition(0.0, {}))
+  with pytest.raises(ValueError, match='n_step must be'):
+    adders.NStepTransitionAdder(client=None, table='t', n_step=0, discount=1.0)
