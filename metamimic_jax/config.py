@@ -30,6 +30,8 @@ class MetaMimicConfig:
   # ... and returns at most MAX_REWARD / (1 - discount): None derives vmax from that.
   vmax: Optional[float] = None
   clipping: bool = True  # Clip dQ/da in the policy loss (as Acme's D4PG).
+  # Weight of the mean squared pre-tanh policy output in the policy loss (0: D4PG's).
+  policy_preactivation_penalty: float = 0.0
 
   # Replay.
   samples_per_insert: float = 32.0
@@ -90,5 +92,5 @@ PRESETS = {
     'paper': MetaMimicConfig(),
     'cpu_small': MetaMimicConfig(
         policy_layer_sizes=(256, 256), critic_layer_sizes=(256, 256), discount=0.95,
-        samples_per_insert=16.0, sigma=0.2),
+        samples_per_insert=16.0, sigma=0.2, policy_preactivation_penalty=0.01),
 }

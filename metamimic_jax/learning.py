@@ -75,7 +75,8 @@ def make_optimizer(config: MetaMimicConfig) -> optax.GradientTransformation:
 def actor_critic_update(state: ActorCriticState, networks: ActorCriticNetworks,
                         optimizer: optax.GradientTransformation, o_tm1, a_tm1, r_t,
                         discount_t, o_t, steps: jnp.ndarray, target_update_period: int,
-                        clipping: bool = True, axis_name: Optional[str] = None
+                        clipping: bool = True, axis_name: Optional[str] = None,
+                        preactivation_penalty: float = 0.0
                         ) -> Tuple[ActorCriticState, Metrics]:
   """One D4PG update of a policy and critic; gradients are pmean'd over `axis_name`."""
   (critic_loss, q_mean), critic_grads = jax.value_and_grad(
@@ -83,7 +84,8 @@ def actor_critic_update(state: ActorCriticState, networks: ActorCriticNetworks,
           state.critic_params, state.target_policy_params, state.target_critic_params,
           networks, o_tm1, a_tm1, r_t, discount_t, o_t)
   policy_loss, policy_grads = jax.value_and_grad(losses.policy_loss)(
-      state.policy_params, state.critic_params, networks, o_t, clipping)
+      state.policy_params, state.critic_params, networks, o_t, clipping,
+      preactivation_penalty)
   if axis_name is not None:
     critic_grads, policy_grads = jax.lax.pmean((critic_grads, policy_grads), axis_name)
   critic_updates, critic_opt_state = optimizer.update(critic_grads,
@@ -123,7 +125,8 @@ def make_sgd_step(networks: MetaMimicNetworks, config: MetaMimicConfig,
           agent_state, agent_networks, optimizer, transitions.observation,
           transitions.action, transitions.reward[key],
           config.discount * transitions.discount[key], transitions.next_observation,
-          state.steps, config.target_update_period, config.clipping, axis_name)
+          state.steps, config.target_update_period, config.clipping, axis_name,
+          config.policy_preactivation_penalty)
 
     imitation, imitation_metrics = update(state.imitation, networks.imitation,
                                           IMITATION)

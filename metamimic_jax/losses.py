@@ -62,9 +62,14 @@ def critic_loss(critic_params, target_policy_params, target_critic_params,
 
 
 def policy_loss(policy_params, critic_params, networks: ActorCriticNetworks, o_t,
-                clip: bool = True) -> chex.Array:
-  """Mean DPG loss over a batch: ascends E[Q(s_t, pi(s_t))]."""
-  a_t = networks.policy.apply(policy_params, o_t)
+                clip: bool = True, preactivation_penalty: float = 0.0) -> chex.Array:
+  """Mean DPG loss over a batch: ascends E[Q(s_t, pi(s_t))].
+
+  `preactivation_penalty` adds that times the mean squared pre-tanh policy output: it
+  keeps the policy out of the tanh's flat tails, where no gradient could bring it back.
+  """
+  preactivation = networks.policy_preactivation.apply(policy_params, o_t)
+  a_t = networks.squash(preactivation)
   batch_size = a_t.shape[0]
 
   def q_of_action(a):
@@ -74,4 +79,5 @@ def policy_loss(policy_params, critic_params, networks: ActorCriticNetworks, o_t
   dq_da_t = jax.grad(q_of_action)(a_t)
   losses = jax.vmap(dpg_loss, in_axes=(0, 0, None))(
       a_t.reshape(batch_size, -1), dq_da_t.reshape(batch_size, -1), clip)
-  return jnp.mean(losses)
+  penalty = jnp.mean(jnp.sum(jnp.square(preactivation), axis=-1))
+  return jnp.mean(losses) + preactivation_penalty * penalty

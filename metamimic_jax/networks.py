@@ -22,6 +22,10 @@ from metamimic_jax.keys import GOAL, OBSERVATION
 class ActorCriticNetworks(NamedTuple):
   """A deterministic policy and a distributional critic over `atoms`."""
   policy: hk.Transformed  # apply(params, observation) -> action, in the spec's bounds.
+  # The same policy before its tanh: apply(params, observation) -> [B, action size];
+  # `squash` maps that to the action (policy = squash o policy_preactivation).
+  policy_preactivation: hk.Transformed
+  squash: Callable[[jnp.ndarray], jnp.ndarray]
   critic: hk.Transformed  # apply(params, observation, action) -> logits [..., atoms].
   atoms: jnp.ndarray
 
@@ -99,21 +103,29 @@ def make_actor_critic(action_spec: specs.BoundedArray, config: MetaMimicConfig,
     return ({OBSERVATION: observation[OBSERVATION], GOAL: observation[GOAL]}
             if goal_conditioned else {OBSERVATION: observation[OBSERVATION]})
 
-  def policy_fn(observation):
+  def preactivation_fn(observation):
     x = LayerNormMLP(config.policy_layer_sizes)(
         embed(select(observation), config.conv_channels))
-    x = jnp.tanh(hk.Linear(action_size, w_init=hk.initializers.VarianceScaling(1e-4))(x))
-    action = minimum + (x + 1.0) * 0.5 * (maximum - minimum)
+    return hk.Linear(action_size, w_init=hk.initializers.VarianceScaling(1e-4))(x)
+
+  def squash(preactivation):
+    action = minimum + (jnp.tanh(preactivation) + 1.0) * 0.5 * (maximum - minimum)
     return action.reshape(action.shape[:1] + tuple(action_spec.shape))
 
   def critic_fn(observation, action):
     x = embed(select(observation), config.conv_channels)
-    x = jnp.concatenate([x, jnp.reshape(action, (action.shape[0], -1))], axis=-1)
+    # Actions rescaled to [-1, 1]: every action dimension weighs alike in the critic's
+    # input and in dQ/da, whatever its range (Jaco: fingers 5, arm joints 0.6-0.8).
+    action = jnp.reshape(action, (action.shape[0], -1))
+    action = 2.0 * (action - minimum) / (maximum - minimum) - 1.0
+    x = jnp.concatenate([x, action], axis=-1)
     x = LayerNormMLP(config.critic_layer_sizes)(x)
     return hk.Linear(config.num_atoms)(x)
 
   return ActorCriticNetworks(
-      policy=hk.without_apply_rng(hk.transform(policy_fn)),
+      policy=hk.without_apply_rng(hk.transform(lambda o: squash(preactivation_fn(o)))),
+      policy_preactivation=hk.without_apply_rng(hk.transform(preactivation_fn)),
+      squash=squash,
       critic=hk.without_apply_rng(hk.transform(critic_fn)),
       atoms=jnp.linspace(*config.value_support, config.num_atoms))
 
