@@ -21,6 +21,7 @@ class MetaMimicConfig:
   """Hyperparameters; defaults follow Acme's D4PG where the paper is silent."""
   # Learner.
   learning_rate: float = 1e-4
+  policy_learning_rate: Optional[float] = None  # None: learning_rate.
   discount: float = 0.99
   n_step: int = 5
   batch_size: int = 256
@@ -92,5 +93,6 @@ PRESETS = {
     'paper': MetaMimicConfig(),
     'cpu_small': MetaMimicConfig(
         policy_layer_sizes=(256, 256), critic_layer_sizes=(256, 256), discount=0.95,
-        samples_per_insert=16.0, sigma=0.2, policy_preactivation_penalty=0.01),
+        samples_per_insert=16.0, sigma=0.2, policy_preactivation_penalty=0.01,
+        learning_rate=3e-4, policy_learning_rate=3e-5),
 }

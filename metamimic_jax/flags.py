@@ -18,6 +18,9 @@ _FIELD_FLAGS = {
         'batch_size', None, 'Learner batch size (split over devices).', lower_bound=1),
     'learning_rate': flags.DEFINE_float('learning_rate', None, 'Adam step size.',
                                         lower_bound=0),
+    'policy_learning_rate': flags.DEFINE_float(
+        'policy_learning_rate', None, "The policies' Adam step size (default: "
+        '--learning_rate).', lower_bound=0),
     'samples_per_insert': flags.DEFINE_float(
         'samples_per_insert', None, 'Replay ratio: samples per inserted transition.',
         lower_bound=1e-3),

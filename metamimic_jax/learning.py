@@ -69,16 +69,25 @@ def init_training_state(key: jax.Array, networks: MetaMimicNetworks, dummy_obser
 
 
 def make_optimizer(config: MetaMimicConfig) -> optax.GradientTransformation:
+  """The critics' optimizer (and the policies', unless they have their own rate)."""
   return optax.adam(config.learning_rate)
+
+
+def make_policy_optimizer(config: MetaMimicConfig) -> optax.GradientTransformation:
+  return optax.adam(config.policy_learning_rate or config.learning_rate)
 
 
 def actor_critic_update(state: ActorCriticState, networks: ActorCriticNetworks,
                         optimizer: optax.GradientTransformation, o_tm1, a_tm1, r_t,
                         discount_t, o_t, steps: jnp.ndarray, target_update_period: int,
                         clipping: bool = True, axis_name: Optional[str] = None,
-                        preactivation_penalty: float = 0.0
+                        preactivation_penalty: float = 0.0,
+                        policy_optimizer: Optional[optax.GradientTransformation] = None
                         ) -> Tuple[ActorCriticState, Metrics]:
-  """One D4PG update of a policy and critic; gradients are pmean'd over `axis_name`."""
+  """One D4PG update of a policy and critic; gradients are pmean'd over `axis_name`.
+
+  `optimizer` updates the critic, and the policy too unless `policy_optimizer` is given.
+  """
   (critic_loss, q_mean), critic_grads = jax.value_and_grad(
       losses.critic_loss, has_aux=True)(
           state.critic_params, state.target_policy_params, state.target_critic_params,
@@ -90,8 +99,8 @@ def actor_critic_update(state: ActorCriticState, networks: ActorCriticNetworks,
     critic_grads, policy_grads = jax.lax.pmean((critic_grads, policy_grads), axis_name)
   critic_updates, critic_opt_state = optimizer.update(critic_grads,
                                                       state.critic_opt_state)
-  policy_updates, policy_opt_state = optimizer.update(policy_grads,
-                                                      state.policy_opt_state)
+  policy_updates, policy_opt_state = (policy_optimizer or optimizer).update(
+      policy_grads, state.policy_opt_state)
   critic_params = optax.apply_updates(state.critic_params, critic_updates)
   policy_params = optax.apply_updates(state.policy_params, policy_updates)
   new_steps = steps + 1
@@ -116,6 +125,7 @@ def make_sgd_step(networks: MetaMimicNetworks, config: MetaMimicConfig,
   'imitation' and 'task'; their discount excludes one factor of `config.discount`.
   """
   optimizer = make_optimizer(config)
+  policy_optimizer = make_policy_optimizer(config)
 
   def sgd_step(state: TrainingState, transitions: types.Transition
                ) -> Tuple[TrainingState, Metrics]:
@@ -126,7 +136,7 @@ def make_sgd_step(networks: MetaMimicNetworks, config: MetaMimicConfig,
           transitions.action, transitions.reward[key],
           config.discount * transitions.discount[key], transitions.next_observation,
           state.steps, config.target_update_period, config.clipping, axis_name,
-          config.policy_preactivation_penalty)
+          config.policy_preactivation_penalty, policy_optimizer)
 
     imitation, imitation_metrics = update(state.imitation, networks.imitation,
                                           IMITATION)
