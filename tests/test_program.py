@@ -68,7 +68,8 @@ def test_program_ends_by_itself_after_learning_and_evaluating(finished_run):
     assert os.listdir(os.path.join(workdir, 'checkpoints', name))
 
 
-@pytest.mark.slow  # Two more launches, one of 2000 more actor steps.
+@pytest.mark.slow  # Another launch of 2000 actor steps.
+@pytest.mark.timeout(2 * 420 + 120)  # Run alone it also launches the fixture's program.
 def test_same_command_resumes(finished_run):
   workdir, _ = finished_run
   with open(os.path.join(workdir, 'report.json')) as f:
