@@ -28,11 +28,12 @@ class _Params:
 
 
 class _RecordActions:
-  """Wraps an actor and remembers the actions it chose."""
+  """Wraps an actor and remembers the actions it chose and where."""
 
   def __init__(self, actor):
     self._actor = actor
     self.actions = []
+    self.observations = []  # Positions the actions were chosen at.
 
   def __getattr__(self, name):
     return getattr(self._actor, name)
@@ -40,6 +41,7 @@ class _RecordActions:
   def select_action(self, observation):
     action = self._actor.select_action(observation)
     self.actions.append(action)
+    self.observations.append(observation['observation']['position'])
     return action
 
 
@@ -72,23 +74,27 @@ def test_actor_writes_the_transitions_it_experiences(replay):
   frames = np.concatenate([demo.observations['position'],
                            demo.observations['velocity']], axis=1)
   groups = builder.reward_groups
-  actions = np.stack(actor.actions)
+  actions, observations = np.stack(actor.actions), np.stack(actor.observations)
+  assert len(actions) == steps
+  assert len(np.unique(actions, axis=0)) == steps  # Noisy: no two steps alike.
+  seen_steps = []
   for item in items:
     goal = item.observation['goal']
     goal_frame = np.concatenate([goal['position'][0], goal['velocity'][0]])
-    t = int(np.flatnonzero(np.all(frames == goal_frame, axis=1))[0])  # Shown d_t.
-    assert t >= 1
-    assert np.any(np.all(np.abs(actions - item.action) < 1e-6, axis=1))
-    expected = imitation_reward(item.next_observation['observation'],
-                                {k: demo.observations[k][t] for k in demo.observations},
-                                groups)
+    # The item's step t starts at o_t and shows the goal d_t+1: one frame matches.
+    t, = np.flatnonzero(np.all(frames == goal_frame, axis=1)) - 1
+    seen_steps.append(t)
+    np.testing.assert_array_equal(item.action, actions[t])  # Chosen at that very step.
+    np.testing.assert_array_equal(item.observation['observation']['position'],
+                                  observations[t])
+    target = {k: frames_k[t + 1] for k, frames_k in demo.observations.items()}
+    expected = imitation_reward(item.next_observation['observation'], target, groups)
     np.testing.assert_allclose(item.reward['imitation'], expected, rtol=1e-5)
     reached = np.linalg.norm(item.next_observation['observation']['position']) < 0.02
     assert item.reward['task'] == float(reached)  # Sparse: at the target or not.
   # The demonstration's end is a time limit: every item bootstraps (n_step 1: discount 1).
   assert all(item.discount[key] == 1.0 for item in items for key in ('imitation', 'task'))
-  assert sum(np.array_equal(item.observation['observation']['position'],
-                            demo.observations['position'][0]) for item in items) >= 1
+  assert sorted(seen_steps) == list(range(steps))  # One item per step, from o_0 on.
 
 
 def test_exploration_noise_and_evaluation_policy(replay):

@@ -13,6 +13,7 @@ from metamimic_jax import demonstrators
 from metamimic_jax.config import FeatureGroup
 from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
+from metamimic_jax.environments import point_mass
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,8 +135,15 @@ def test_task_environment_and_unknown_domain():
   environment = base.TaskEnvironment(make_domain('point_mass'), seed=0)
   timestep = environment.reset()
   assert set(timestep.observation) == {'observation'}
-  timestep = environment.step(np.zeros(2, np.float32))
-  assert timestep.reward in (0.0, 1.0)
+  physics = environment.environment.physics
+  radius = point_mass.TARGET_RADIUS
+  # The mass placed at rest at, near, just outside and far from the target (the origin).
+  for x, reward in ((0.0, 1.0), (0.75 * radius, 1.0), (1.25 * radius, 0.0), (0.2, 0.0)):
+    with physics.reset_context():
+      physics.data.qpos[:] = [x, 0.0]
+      physics.data.qvel[:] = 0.0
+    timestep = environment.step(np.zeros(2, np.float32))
+    assert timestep.reward == reward, x
   with pytest.raises(ValueError, match='unknown domain'):
     make_domain('cartpole')
 

@@ -4,6 +4,7 @@ from dm_control import mjcf
 import numpy as np
 import pytest
 
+from metamimic_jax import demo_generation
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import demonstrators
 from metamimic_jax.environments import base
@@ -15,7 +16,10 @@ FEATURE_SHAPES = {
     'pinch_pos': (3,), 'pinch_rmat': (9,),
     'brick0_pos': (3,), 'brick0_quat': (4,), 'brick1_pos': (3,), 'brick1_quat': (4,),
 }
-DEMO_SEEDS = (0, 1, 3, 4)
+DEMO_SEEDS = tuple(range(4))
+# The demonstrator's success rate measured over seeds 0-99 (WORKSPACE_NOTES.md, benchmark
+# benchmarks/jaco_demonstrator.py): 81%.
+MEASURED_SUCCESS_RATE = 0.81
 
 
 @pytest.fixture(scope='module')
@@ -110,13 +114,25 @@ def test_task_reward_is_one_only_when_stacked(domain):
 
 
 def test_demonstrator_stacks(domain, demos):
-  stacked = [demo.task_rewards[-1] == 1.0 for demo in demos]
-  assert sum(stacked) >= 3, [demo.task_rewards.max() for demo in demos]
-  for demo in demos:
-    assert demo.task_rewards[0] == 0.0
+  stacked = [demo.task_rewards.max() == 1.0 for demo in demos]
+  # At the measured 81%, all four failing has probability 0.19^4 = 0.13%.
+  assert any(stacked), [demo.length for demo in demos]
+  for demo, success in zip(demos, stacked):
+    assert demo.task_rewards[0] == 0.0  # The bricks start apart.
     assert demo.length <= domain.demo_length
-    if demo.task_rewards[-1] == 1.0:  # Stops soon after the stack stands.
-      assert demo.length - np.argmax(demo.task_rewards) < 80
+    if success:  # It stops only once its plan sees the stack standing.
+      assert demo.task_rewards[-1] == 1.0
+
+
+@pytest.mark.slow
+def test_demonstrator_success_rate_over_a_plain_range_of_seeds():
+  num_seeds = 40
+  demos = demo_generation.generate('jaco_stack', range(num_seeds), num_workers=2)
+  successes = sum(demo.task_rewards.max() == 1.0 for demo in demos)
+  # 25/40 = 62.5%: at the measured 81% (expected 32.4, sd 2.5) fewer than 25 successes
+  # has binomial probability 0.17%; a demonstrator down to 60% fails here about half
+  # the time.
+  assert successes >= 25, (successes, MEASURED_SUCCESS_RATE * num_seeds)
 
 
 def test_demonstrations_differ(demos):

@@ -2,11 +2,13 @@ import dataclasses
 
 from acme import types
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from metamimic_jax import jax_utils
 from metamimic_jax import learning
+from metamimic_jax import losses
 from metamimic_jax import networks as networks_lib
 from tests import helpers
 
@@ -68,14 +70,18 @@ def test_target_networks_update_every_period():
   state = _initial_state(spec, networks, config)
   step = jax.jit(learning.make_sgd_step(networks, config))
   same = lambda a, b: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+  targets = lambda agent: (agent.target_policy_params, agent.target_critic_params)
+  online = lambda agent: (agent.policy_params, agent.critic_params)
   for i in range(1, 7):
-    previous_target = state.task.target_critic_params
+    previous = {name: getattr(state, name) for name in ('imitation', 'task')}
     state, _ = step(state, _random_batch(spec, 8, seed=i))
-    if i % 3:
-      assert same(state.task.target_critic_params, previous_target)
-    else:
-      assert same(state.task.target_critic_params, state.task.critic_params)
-      assert not same(previous_target, state.task.critic_params)
+    for name, before in previous.items():
+      after = getattr(state, name)
+      assert not same(online(after), online(before)), name  # Each step learns.
+      if i % 3:
+        assert same(targets(after), targets(before)), (name, i)
+      else:
+        assert same(targets(after), online(after)), (name, i)
 
 
 def test_critic_learns_a_constant_reward():
@@ -113,3 +119,33 @@ def test_learner_serves_variables_and_restores():
   jax.tree.map(np.testing.assert_array_equal, learner.save(), saved)
   with pytest.raises(KeyError):
     learner.get_variables(['no_such_policy'])
+
+
+@pytest.mark.parametrize('agent', ['imitation', 'task'])
+def test_one_policy_update_moves_the_action_towards_higher_q(agent):
+  """One DPG step (critic fixed) raises the batch's Q(s, pi(s)) along dQ/da."""
+  _, _, spec = helpers.point_mass_setup()
+  config = helpers.TINY_CONFIG
+  networks = networks_lib.make_networks(spec, config)
+  state = getattr(_initial_state(spec, networks, config), agent)
+  agent_networks = getattr(networks, agent)
+  batch = _random_batch(spec, 32)
+  o_t = batch.next_observation  # The policy loss reads the next observations.
+
+  def q(action):
+    logits = agent_networks.critic.apply(state.critic_params, o_t, action)
+    return losses.mean_value(logits, agent_networks.atoms)
+
+  a_before = agent_networks.policy.apply(state.policy_params, o_t)
+  dq_da = jax.grad(lambda a: q(a).sum())(a_before)
+  new_state, _ = learning.actor_critic_update(
+      state, agent_networks, learning.make_optimizer(config), batch.observation,
+      batch.action, batch.reward[agent], batch.discount[agent], o_t,
+      steps=jnp.zeros((), jnp.int32), target_update_period=config.target_update_period,
+      clipping=config.clipping)
+  a_after = agent_networks.policy.apply(new_state.policy_params, o_t)
+  step = np.asarray(a_after - a_before, np.float64)
+  assert np.abs(step).max() > 0
+  # The first-order change of sum Q is positive, and the true change follows it.
+  assert np.sum(np.asarray(dq_da, np.float64) * step) > 0
+  assert float(q(a_after).sum()) > float(q(a_before).sum())

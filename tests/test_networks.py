@@ -45,11 +45,38 @@ def test_pixels_go_through_the_residual_conv_torso():
   networks = networks_lib.make_networks(spec, helpers.TINY_CONFIG)
   dummy_observation, _ = networks_lib.dummy_inputs(spec)
   params = networks.imitation.policy.init(jax.random.PRNGKey(0), dummy_observation)
-  torso = [name for name in params if 'residual_conv_torso' in name]
-  assert any('/conv_' in name for name in torso)
-  assert any('/norm_' in name for name in torso)  # Normalised residual blocks.
+  conv_weights = {name for name in params if 'residual_conv_torso' in name and
+                  ('/conv_' in name or '/stem_' in name)}
+  assert conv_weights
+  assert any('/norm_' in name for name in params)  # Normalised residual blocks.
+  rng = np.random.default_rng(0)
   observation = jax.tree.map(
-      lambda s: np.random.default_rng(0).integers(0, 255, (2,) + s.shape).astype(s.dtype),
-      observation_spec)
-  action = networks.imitation.policy.apply(params, observation)
+      lambda s: rng.integers(0, 255, (2,) + s.shape).astype(s.dtype), observation_spec)
+  policy = networks.imitation.policy.apply
+  action = policy(params, observation)
   assert action.shape == (2, 3) and np.all(np.abs(action) <= 2.0)
+
+  def with_pixels(part, pixels):
+    return {**observation, part: {**observation[part], 'pixels': pixels}}
+
+  # The action reads the observation's pixels and the goal's pixels; features alone
+  # (unchanged here) would give the same action.
+  for part in ('observation', 'goal'):
+    pixels = observation[part]['pixels']
+    moved = policy(params, with_pixels(part, 255 - pixels))
+    assert np.all(np.abs(moved - action).max(axis=-1) > 1e-6), part
+  # The task policy ignores the goal, pixels included.
+  task_params = networks.task.policy.init(jax.random.PRNGKey(0), dummy_observation)
+  np.testing.assert_array_equal(
+      networks.task.policy.apply(task_params, observation),
+      networks.task.policy.apply(task_params, with_pixels('goal', 255 - observation[
+          'goal']['pixels'])))
+  # Gradients reach every conv weight, through the policy and through the critic.
+  grads = jax.grad(lambda p: policy(p, observation).sum())(params)
+  critic_params = networks.imitation.critic.init(jax.random.PRNGKey(1), dummy_observation,
+                                                 np.zeros((1, 3), np.float32))
+  critic_grads = jax.grad(lambda p: networks.imitation.critic.apply(
+      p, observation, action).sum())(critic_params)
+  for name in conv_weights:
+    assert np.abs(grads[name]['w']).max() > 0, name
+    assert np.abs(critic_grads[name]['w']).max() > 0, name

@@ -40,21 +40,37 @@ def test_program_ends_by_itself_after_learning_and_evaluating(finished_run):
   workdir, output = finished_run
   assert 'MetaMimic run finished after' in output
   assert f'report:      {os.path.join(workdir, "report.json")}' in output
-  learner = _rows(workdir, 'learner')
-  assert int(float(learner[-1]['learner_steps'])) > 0
-  imitation = _rows(workdir, 'evaluator_imitation')
-  assert imitation and 0 <= float(imitation[-1]['imitation_reward']) <= 1
-  assert _rows(workdir, 'evaluator_task')
   assert {'actor_0', 'actor_1'} <= set(os.listdir(os.path.join(workdir, 'logs')))
   with open(os.path.join(workdir, 'report.json')) as f:
     report = json.load(f)
-  assert report['counts']['actor_steps'] >= 2000
-  assert 'imitation_reward' in report['final_evaluation']
+  counts = report['counts']
+  actor_steps, learner_steps = counts['actor_steps'], counts['learner_steps']
+  assert actor_steps >= 2000
+  # The SampleToInsertRatio limiter keeps samples (32 per learner step here) within
+  # its error buffer (max(100 * 10% * 32, 2 * 32) = 320 samples = 10 learner steps) of
+  # samples_per_insert (32) x (inserts - min_replay_size (100)). So learner steps track
+  # inserts - 100. Inserts exceed the counted actor steps by the two actors' unfinished
+  # episodes (at most 98 steps each); the learner lags its samples by the prefetched
+  # batches and its counter's once-a-second sync (allowed: 100 steps).
+  assert actor_steps - 100 - 10 - 100 <= learner_steps <= actor_steps + 2 * 98 - 100 + 10
+  imitation = _rows(workdir, 'evaluator_imitation')
+  assert _rows(workdir, 'evaluator_task')
+  for key in ('actor_steps', 'learner_steps'):  # Evaluations follow training in order.
+    steps = [float(row[key]) for row in imitation]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] >= 2000, key
+  # The report's imitation reward is the coordinator's final evaluation, logged as an
+  # evaluator row after the step limit.
+  final = report['final_evaluation']['imitation_reward']
+  assert any(float(row['actor_steps']) >= 2000 and
+             abs(float(row['imitation_reward']) - final) <= 1e-6 * abs(final)
+             for row in imitation), (final, imitation[-3:])
   for name in ('learner', 'counter', 'replay'):
     assert os.listdir(os.path.join(workdir, 'checkpoints', name))
 
 
-def test_same_command_resumes_and_refuses_an_incompatible_config(finished_run):
+@pytest.mark.slow  # Another launch of 2000 actor steps.
+@pytest.mark.timeout(2 * 420 + 120)  # Run alone it also launches the fixture's program.
+def test_same_command_resumes(finished_run):
   workdir, _ = finished_run
   with open(os.path.join(workdir, 'report.json')) as f:
     first = json.load(f)['counts']
@@ -71,6 +87,9 @@ def test_same_command_resumes_and_refuses_an_incompatible_config(finished_run):
   resumed = _rows(workdir, 'evaluator_imitation')[rows_before:]
   assert resumed and min(int(float(r['actor_steps'])) for r in resumed) >= 2000
 
+
+def test_an_incompatible_config_is_refused(finished_run):
+  workdir, _ = finished_run
   result = _launch(workdir, '--max_actor_steps=4000', '--batch_size=64', timeout=120)
   assert result.returncode != 0
   assert 'incompatible configuration' in result.stderr

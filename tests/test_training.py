@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from metamimic_jax import plotting
 from metamimic_jax import training
@@ -34,7 +35,10 @@ def _evaluations(workdir):
   return plotting.read_csv(os.path.join(workdir, 'logs', 'evaluator', 'logs.csv'))
 
 
+@pytest.mark.slow
 def test_short_training_run_beats_the_untrained_policy_on_held_out_demos(tmp_path):
+  # Seeded: demos, environments and JAX keys come from settings.seed; only Reverb's
+  # uniform sampling (its own RNG, several threads) varies from run to run.
   training.run(_settings(tmp_path, max_env_steps=39_000), FAST_CONFIG)
   rewards = _evaluations(tmp_path)['imitation_reward']
   untrained, learned = rewards[0], np.max(rewards[-3:])
