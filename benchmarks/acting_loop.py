@@ -27,11 +27,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import demonstrators
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
-from metamimic_jax.environments import base
 from metamimic_jax.environments import DOMAIN_NAMES
 from metamimic_jax.environments import make_domain
 
@@ -78,7 +78,7 @@ def _demonstrations(domain, num):
     path = os.path.join(_DEMO_DIR.value, domain.name, 'train.h5')
     if os.path.exists(path):
       return demos_lib.load(path, domain.name)[:num]
-  return [base.record_demonstration(domain, seed) for seed in range(num)]
+  return [demonstrators.record_demonstration(domain, seed) for seed in range(num)]
 
 
 def _steps_per_second(run_for):
