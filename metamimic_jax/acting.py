@@ -20,6 +20,10 @@ import numpy as np
 from metamimic_jax import jax_utils
 from metamimic_jax.networks import ActorCriticNetworks
 
+# A batch-1 policy call is shorter than the hand-off to JAX's CPU dispatch thread: run
+# CPU computations in the calling thread (0.5x the actor's CPU time per call here).
+jax.config.update('jax_cpu_enable_async_dispatch', False)
+
 # policy(params, packed features, images) -> unbatched deterministic action.
 Policy = Callable[[object, jnp.ndarray, Tuple[jnp.ndarray, ...]], jnp.ndarray]
 
