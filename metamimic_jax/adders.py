@@ -73,7 +73,7 @@ class NStepTransitionAdder(adders.Adder):
     if not timestep.first():
       raise ValueError('adder.add_first needs a first timestep (timestep.first())')
     if self._writer is None:
-      # An item reaches back n rows for its state, and n - 1 more at an episode's end.
+      # An item reaches back n rows for its state; 2n leaves the chunker room.
       self._writer = self._client.trajectory_writer(
           num_keep_alive_refs=2 * self._n_step,
           get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS)
