@@ -32,7 +32,6 @@ from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
-from metamimic_jax.environments import base
 from metamimic_jax.environments import DOMAIN_NAMES
 from metamimic_jax.environments import make_domain
 

@@ -9,7 +9,9 @@ keeps the n-step window itself instead of reading it back from the writer:
     return is accumulated with Acme's float32 recurrence over flat per-key values;
   - the writer receives only what items reference: observations, actions, and each
     item's n-step return and discount (not the raw rewards, discounts and
-    start-of-episode flags Acme also appends).
+    start-of-episode flags Acme also appends), in one append a step;
+  - it waits on the server only when `max_in_flight_items` items are pending (Acme
+    forces every item out as soon as it is written, so chunks hold a step or two).
 """
 
 import collections
@@ -41,13 +43,13 @@ class NStepTransitionAdder(adders.Adder):
   R and D follow Acme: R = r_t + g d_t r_t+1 + ... + g^(m-1) d_t..d_t+m-2 r_t+m-1 and
   D = g^(m-1) d_t..d_t+m-1, per reward key (a scalar discount applies to every key),
   with m = n except for the shorter transitions at an episode's start and end.
-  Writer rows: row t holds o_t, a_t and the return and discount of the item written
-  when o_t+1 arrives; the episode's shorter final items put theirs in the last
-  observation's row and in rows after it.
+  Writer rows: row t holds o_t, a_t-1 and the return and discount of the item written
+  when o_t arrives (row 0 only o_0); the episode's shorter final items put theirs in
+  rows after the last observation's.
   """
 
   def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float,
-               max_in_flight_items: int = 5):
+               max_in_flight_items: int = 64):
     if n_step < 1:
       raise ValueError(f'n_step must be >= 1, got {n_step}')
     self._client = client
@@ -56,6 +58,7 @@ class NStepTransitionAdder(adders.Adder):
     self._discount = np.float32(discount)
     self._max_in_flight_items = max_in_flight_items
     self._writer: Optional[reverb.TrajectoryWriter] = None
+    self._history = None  # The writer's columns, once all have been appended.
     # The last n steps' flat rewards and discounts (one discount per reward leaf).
     self._window: Deque[Tuple[List[np.ndarray], List[np.ndarray]]] = (
         collections.deque(maxlen=n_step))
@@ -70,14 +73,13 @@ class NStepTransitionAdder(adders.Adder):
     if not timestep.first():
       raise ValueError('adder.add_first needs a first timestep (timestep.first())')
     if self._writer is None:
-      # An item reaches back n rows for its state, and n - 1 more at an episode's end.
+      # An item reaches back n rows for its state; 2n leaves the chunker room.
       self._writer = self._client.trajectory_writer(
           num_keep_alive_refs=2 * self._n_step,
           get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS)
     self._window.clear()
     self._num_steps = 0
-    self._writer.append({_OBSERVATION: tree.flatten(timestep.observation)},
-                        partial_step=True)
+    self._writer.append({_OBSERVATION: tree.flatten(timestep.observation)})
 
   def add(self, action: types.NestedArray, next_timestep: dm_env.TimeStep,
           extras: types.NestedArray = ()) -> None:
@@ -89,12 +91,10 @@ class NStepTransitionAdder(adders.Adder):
     self._num_steps += 1
     first = max(0, self._num_steps - self._n_step)
     n_step_return, total_discount = self._accumulate(first)
-    # Closes row t = num_steps - 1 (o_t is in), then opens row t + 1 with o_t+1.
-    self._writer.append({_ACTION: tree.flatten(action), _RETURN: n_step_return,
+    self._writer.append({_OBSERVATION: tree.flatten(next_timestep.observation),
+                         _ACTION: tree.flatten(action), _RETURN: n_step_return,
                          _DISCOUNT: total_discount})
-    self._writer.append({_OBSERVATION: tree.flatten(next_timestep.observation)},
-                        partial_step=True)
-    self._create_item(first, self._num_steps - 1, self._num_steps)
+    self._create_item(first, self._num_steps, self._num_steps)
     if next_timestep.last():
       self._write_last(first)
       self.reset()
@@ -108,7 +108,7 @@ class NStepTransitionAdder(adders.Adder):
   def _write_last(self, first: int) -> None:
     """The shorter transitions from each later state to the last observation."""
     last = self._num_steps
-    for row, start in enumerate(range(first + 1, last), start=last):
+    for row, start in enumerate(range(first + 1, last), start=last + 1):
       n_step_return, total_discount = self._accumulate(start)
       self._writer.append({_RETURN: n_step_return, _DISCOUNT: total_discount})
       self._create_item(start, row, last)
@@ -126,10 +126,12 @@ class NStepTransitionAdder(adders.Adder):
 
   def _create_item(self, first: int, return_row: int, last: int) -> None:
     """Inserts (o_first, a_first, R, D, o_last), flat in the signature's order."""
-    history = self._writer.history
+    if self._history is None:  # Columns are fixed after the first add, reset in place.
+      self._history = self._writer.history
+    history = self._history
     observations = history[_OBSERVATION]
     columns = ([column[first] for column in observations] +
-               [column[first] for column in history[_ACTION]] +
+               [column[first + 1] for column in history[_ACTION]] +
                [column[return_row] for column in history[_RETURN]] +
                [column[return_row] for column in history[_DISCOUNT]] +
                [column[last] for column in observations])

@@ -124,6 +124,5 @@ class MetaMimicBuilder:
                                       update_period=variable_update_period,
                                       asynchronous=asynchronous_variables)
     return acting.MetaMimicActor(
-        acting.make_policy(agent_networks, environment_spec.actions,
-                           self._config.sigma if sigma is None else sigma),
+        agent_networks, environment_spec, self._config.sigma if sigma is None else sigma,
         random_key, client, adder)

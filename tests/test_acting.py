@@ -1,11 +1,13 @@
 import dataclasses
 
 from acme import environment_loop
+from acme import specs as acme_specs
 import jax
 import numpy as np
 import pytest
 import reverb
 
+from metamimic_jax import acting
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax.rewards import imitation_reward
@@ -111,3 +113,27 @@ def test_exploration_noise_and_evaluation_policy(replay):
   assert np.all(np.abs(noisy_actions) <= 1.0)
   with pytest.raises(ValueError, match='policy must be'):
     builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, policy='other')
+
+
+def test_observation_packer_round_trip():
+  spec = {'goal': {'x': acme_specs.Array((1, 2), np.float32)},
+          'observation': {'pixels': acme_specs.Array((2, 2, 1), np.uint8),
+                          'v': acme_specs.Array((3,), np.float32),
+                          'z': acme_specs.Array((), np.float32)}}
+  packer = acting.ObservationPacker(spec)
+  observation = {'goal': {'x': np.array([[1, 2]], np.float32)},
+                 'observation': {'pixels': np.arange(4, dtype=np.uint8).reshape(2, 2, 1),
+                                 'v': np.array([3, 4, 5], np.float32),
+                                 'z': np.float32(6)}}
+  features, images = packer.pack(observation)
+  # Feature leaves in sorted-key order: goal/x, observation/v, observation/z.
+  np.testing.assert_array_equal(features, [1, 2, 3, 4, 5, 6])
+  assert features.dtype == np.float32 and len(images) == 1
+  unpacked = jax.jit(packer.unpack)(features, images)
+  for path in (('goal', 'x'), ('observation', 'pixels'), ('observation', 'v'),
+               ('observation', 'z')):
+    want, got = observation[path[0]][path[1]], unpacked[path[0]][path[1]]
+    np.testing.assert_array_equal(got, np.asarray(want)[None])
+    assert got.dtype == np.asarray(want).dtype
+  with pytest.raises(ValueError, match='the observation has 2 arrays'):
+    packer.pack({'a': np.zeros(1), 'b': np.zeros(1)})

@@ -119,6 +119,27 @@ def test_hand_computed_returns_and_discounts():
     assert item.discount['imitation'] == discount == item.discount['task']
 
 
+def test_at_most_max_in_flight_items_wait_for_the_server():
+  spec = _environment_spec(dict_discount=False)
+  server = reverb.Server([reverb.Table.queue(
+      'lean', 100, signature=adders.NStepTransitionAdder.signature(spec))], port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    adder = adders.NStepTransitionAdder(client, 'lean', n_step=2, discount=0.5,
+                                        max_in_flight_items=3)
+    first, steps = _episode(np.random.default_rng(2), 20, 'truncation', False)
+    adder.add_first(first)
+    sizes = []
+    for action, timestep in steps:
+      adder.add(action, timestep)
+      sizes.append(client.server_info()['lean'].current_size)
+  finally:
+    server.stop()
+  # The k-th add creates the k-th item; the episode's end flushes all 21.
+  assert all(size >= k - 3 for k, size in enumerate(sizes[:-1], start=1))
+  assert sizes[-1] == 20 + 1
+
+
 def test_add_before_add_first_is_refused():
   adder = adders.NStepTransitionAdder(client=None, table='t', n_step=1, discount=1.0)
   with pytest.raises(ValueError, match='add_first must be called'):
