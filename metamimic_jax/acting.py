@@ -20,8 +20,9 @@ import numpy as np
 from metamimic_jax import jax_utils
 from metamimic_jax.networks import ActorCriticNetworks
 
-# A batch-1 policy call is shorter than the hand-off to JAX's CPU dispatch thread: run
-# CPU computations in the calling thread (0.5x the actor's CPU time per call here).
+# Process-wide (every process that builds actors imports this): a batch-1 policy call is
+# shorter than the hand-off to JAX's CPU dispatch thread, so CPU computations run
+# in the calling thread (0.5x the actor's CPU time per call here).
 jax.config.update('jax_cpu_enable_async_dispatch', False)
 
 # policy(params, packed features, images) -> unbatched deterministic action.
