@@ -39,6 +39,17 @@ def run_episode(actor: core.Actor, environment: dm_env.Environment) -> List[dm_e
   return timesteps
 
 
+def scheduled_subset(round_index: int, num_items: int, subset_size: int,
+                     full_every: int) -> Optional[List[int]]:
+  """What evaluation round `round_index` (from 0) covers: None (all items) every
+  `full_every`-th round, the first included; else the next `subset_size` item indices in
+  turn, so the quick rounds sweep all items."""
+  if round_index % full_every == 0 or subset_size >= num_items:
+    return None
+  start = (round_index - round_index // full_every - 1) * subset_size
+  return [(start + i) % num_items for i in range(subset_size)]
+
+
 def evaluate_imitation(actor: core.Actor,
                        environment: base.DemoConditionedEnvironment,
                        demo_indices: Optional[Sequence[int]] = None) -> Dict[str, float]:
