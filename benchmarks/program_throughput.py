@@ -130,11 +130,15 @@ def main(argv):
                                              num_demos=_NUM_DEMOS.value)
   builder = MetaMimicBuilder(config, domain)
   spec = distributed.environment_spec(builder, train)
+  busy, own, start = _busy_cpu_seconds(), sizing.process_cpu_seconds(), time.monotonic()
   solo_wall, solo_cpu = sizing.time_learner_steps(builder, spec, train, _SOLO_STEPS.value)
+  solo_outside = ((_busy_cpu_seconds() - busy) - (sizing.process_cpu_seconds() - own)) / (
+      time.monotonic() - start)
   print(f'domain {_DOMAIN.value}, preset {config_flags.preset_name(sizing.default_preset(cpus))}'
         f', {cpus} cores; agent flags {config_flags.config_flag_arguments() or "none"}')
   print(f'learner alone: {1 / solo_wall:.1f} steps/s ({1000 * solo_wall:.1f} ms wall, '
-        f'{1000 * solo_cpu:.1f} ms CPU per step)', flush=True)
+        f'{1000 * solo_cpu:.1f} ms CPU per step; outside load meanwhile '
+        f'{solo_outside:.2f} cores)', flush=True)
 
   result = measure_program(demo_dir, program_flags)
   steps, seconds, cpu = result['steps'], result['seconds'], result['cpu']
@@ -151,6 +155,9 @@ def main(argv):
   print(f'program CPU per learner step: {per_step:.4f} s; cores left by outside load: '
         f'{cpus} - {cpu[OUTSIDE] / seconds:.2f} = {available:.2f}')
   print(f'bound = {available:.2f} / {per_step:.4f} = {bound:.1f} learner steps/s')
+  others = per_step - cpu['learner'] / max(steps, 1)
+  print(f'with the learner at its CPU alone: {available:.2f} / ({solo_cpu:.4f} + '
+        f'{others:.4f} others) = {available / (solo_cpu + others):.1f} learner steps/s')
   print(f'learner in program / alone: {rate:.1f} / {1 / solo_wall:.1f} = '
         f'{rate * solo_wall:.2f}   (target >= 0.8)')
   print(f'learner in program / bound: {rate:.1f} / {bound:.1f} = {rate / bound:.2f}   '

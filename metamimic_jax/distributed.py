@@ -169,13 +169,29 @@ ACTOR_NICENESS = 5
 EVALUATOR_NICENESS = 15
 
 
+def lower_priority(niceness: int) -> None:
+  """Adds `niceness` to every thread of this process (Linux nices threads one by one;
+  os.nice alone would leave the threads already started, e.g. Courier's, as they are).
+  Threads started later inherit it."""
+  task_dir = '/proc/self/task'
+  if not os.path.isdir(task_dir):
+    os.nice(niceness)
+    return
+  for tid in map(int, os.listdir(task_dir)):
+    try:
+      os.setpriority(os.PRIO_PROCESS, tid,
+                     min(os.getpriority(os.PRIO_PROCESS, tid) + niceness, 19))
+    except ProcessLookupError:  # Ended meanwhile.
+      continue
+
+
 class ActorNode:
   """Imitates training demonstrations with exploration noise, writing to replay."""
 
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig,
                actor_id: int, replay, learner, counter):
     exit_on_stop()
-    os.nice(ACTOR_NICENESS)
+    lower_priority(ACTOR_NICENESS)
     parts = _Parts(settings, config)
     seed = settings.seed * 1000 + actor_id + 1
     environment = parts.builder.make_demo_environment(parts.train_demos, seed)
@@ -203,7 +219,7 @@ class EvaluatorNode:
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig, policy: str,
                learner, counter):
     exit_on_stop()
-    os.nice(EVALUATOR_NICENESS)
+    lower_priority(EVALUATOR_NICENESS)
     parts = _Parts(settings, config)
     self._settings = settings
     self._policy = policy

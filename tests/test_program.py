@@ -10,6 +10,7 @@ import time
 import psutil
 import pytest
 
+from metamimic_jax import distributed
 from metamimic_jax import sizing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,9 +36,13 @@ def _launch(workdir, *flags, timeout=420):
                         timeout=timeout, cwd=ROOT, env=_env())
 
 
+def _least_thread_niceness(process):
+  return min(os.getpriority(os.PRIO_PROCESS, thread.id) for thread in process.threads())
+
+
 def _launch_watching_labels(workdir, *flags, timeout=420):
-  """Like _launch; also returns the node labels its processes carried."""
-  labels = set()
+  """Like _launch; also returns {node label: the highest niceness all its threads had}."""
+  labels = {}
   with subprocess.Popen(_command(workdir, *flags), stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                         env=_env()) as launcher:
@@ -45,14 +50,16 @@ def _launch_watching_labels(workdir, *flags, timeout=420):
     while launcher.poll() is None and time.time() < deadline:
       for process in psutil.Process(launcher.pid).children(recursive=True):
         try:
-          labels.add(process.environ().get(sizing.NODE_ENV))
-        except psutil.Error:
+          label = process.environ().get(sizing.NODE_ENV)
+          labels[label] = max(labels.get(label, 0), _least_thread_niceness(process))
+        except (psutil.Error, ProcessLookupError):
           continue
       time.sleep(0.5)
     if launcher.poll() is None:
       launcher.kill()
     output = launcher.stdout.read()
-  return launcher.returncode, output, labels - {None}
+  labels.pop(None, None)
+  return launcher.returncode, output, labels
 
 
 def _rows(workdir, label):
@@ -93,16 +100,20 @@ def test_program_says_what_it_runs_and_shows_progress(finished_run):
   assert 'MetaMimic on point_mass: preset cpu_small' in output  
   assert '2 actors, until 2000 actor steps.' in output
   assert 'Roughly' in output and 'min, a rough estimate' in output
-  progress = [line for line in output.splitlines() if line.startswith('progress: ')]
+  progress = [line for line in output.splitlines() if '[coordinator/0] progress: ' in line]
   assert progress, output[-3000:]
   assert any('actor steps/s, learner' in line and 'held-out imitation reward' in line
              and 'position error' in line and 'ETA' in line for line in progress), progress
 
 
 @pytest.mark.slow
-def test_every_node_process_carries_its_group_label(finished_run):
+def test_every_node_process_carries_its_group_label_and_priority(finished_run):
   _, _, labels = finished_run
-  assert labels == GROUPS
+  assert set(labels) == GROUPS
+  # Evaluators and actors yield the CPU to the learner, every thread of them.
+  assert labels['evaluator'] == distributed.EVALUATOR_NICENESS
+  assert labels['actor'] == distributed.ACTOR_NICENESS
+  assert labels['learner'] == labels['replay'] == 0
 
 
 @pytest.mark.slow
