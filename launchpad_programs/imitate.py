@@ -62,7 +62,10 @@ _MIN_SIGMA = flags.DEFINE_float('min_sigma', 0.1, 'Smallest actor exploration si
 _MAX_SIGMA = flags.DEFINE_float('max_sigma', 0.4, 'Largest actor exploration sigma.',
                                 lower_bound=0)
 _EVAL_EVERY_SECONDS = flags.DEFINE_float('eval_every_seconds', 60.0,
-                                         'Pause between evaluations.', lower_bound=0)
+                                         'Least time between evaluations.', lower_bound=0)
+_EVAL_EVERY_LEARNER_STEPS = flags.DEFINE_integer(
+    'eval_every_learner_steps', 1000, 'Least learner steps between evaluations.',
+    lower_bound=0)
 _PROGRESS_SECONDS = flags.DEFINE_float('progress_seconds', 30.0,
                                         'Seconds between progress lines.', lower_bound=1)
 _CHECKPOINT_MINUTES = flags.DEFINE_float('checkpoint_minutes', 5.0,
@@ -136,6 +139,7 @@ def _settings_from_flags(preset: str) -> distributed.ProgramSettings:
       max_actor_steps=_MAX_ACTOR_STEPS.value or sizing.DEFAULT_MAX_ACTOR_STEPS[preset],
       min_sigma=_MIN_SIGMA.value, max_sigma=_MAX_SIGMA.value,
       eval_every_seconds=_EVAL_EVERY_SECONDS.value,
+      eval_every_learner_steps=_EVAL_EVERY_LEARNER_STEPS.value,
       progress_seconds=_PROGRESS_SECONDS.value,
       checkpoint_minutes=_CHECKPOINT_MINUTES.value, seed=_SEED.value)
 

@@ -39,7 +39,8 @@ class ProgramSettings:
   max_actor_steps: int = 1_000_000
   min_sigma: float = 0.1  # Actor i explores with a sigma spaced geometrically
   max_sigma: float = 0.4  # between these (a single actor uses the config's).
-  eval_every_seconds: float = 60.0
+  eval_every_seconds: float = 60.0  # Evaluations are at least this far apart ...
+  eval_every_learner_steps: int = 1000  # ... and this many learner steps.
   full_eval_every: int = 5  # Every n-th evaluation (the first and last too) is full ...
   eval_subset_size: int = 3  # ... the others take this many held-out demos or episodes.
   num_task_eval_episodes: int = 10
@@ -280,9 +281,12 @@ class EvaluatorNode:
                                self._trajectory_key)
 
   def run(self) -> None:
-    self.evaluate()
+    """Evaluates now, then whenever the policy has learnt enough to have changed."""
+    evaluated_at = self.evaluate()['learner_steps']
     while not lp.wait_for_stop(self._settings.eval_every_seconds):
-      self.evaluate()
+      learner_steps = self._counter.get_counts().get('learner_steps', 0)
+      if learner_steps - evaluated_at >= self._settings.eval_every_learner_steps:
+        evaluated_at = self.evaluate()['learner_steps']
 
 
 class Coordinator:
