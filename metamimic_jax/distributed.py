@@ -251,17 +251,14 @@ class EvaluatorNode:
     settings = self._settings
     with self._lock:
       counts = self._counter.get_counts()
+      num_items = (self._environment.num_demonstrations if self._policy == 'imitation'
+                   else settings.num_task_eval_episodes)
+      indices = None if full else evaluation.scheduled_subset(
+          self._round, num_items, settings.eval_subset_size, settings.full_eval_every)
+      evaluated = num_items if indices is None else len(indices)
       if self._policy == 'imitation':
-        indices = None if full else evaluation.scheduled_subset(
-            self._round, self._environment.num_demonstrations,
-            settings.eval_subset_size, settings.full_eval_every)
         results = evaluation.evaluate_imitation(self._actor, self._environment, indices)
-        evaluated = self._environment.num_demonstrations if indices is None else len(indices)
       else:
-        indices = None if full else evaluation.scheduled_subset(
-            self._round, settings.num_task_eval_episodes, settings.eval_subset_size,
-            settings.full_eval_every)
-        evaluated = settings.num_task_eval_episodes if indices is None else len(indices)
         results = evaluation.evaluate_task(self._actor, self._environment, evaluated)
       self._round += 1
       results.update(evaluated=evaluated, full_evaluation=float(indices is None),

@@ -162,3 +162,15 @@ def test_bad_launches_stop_with_a_clear_message(tmp_path):
   result = _launch(str(tmp_path), f'--demo_dir={tmp_path / "demos"}', timeout=120)
   assert result.returncode != 0 and 'train.h5' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_progress_line_reports_rates_latest_evaluation_and_eta():
+  progress = distributed.Progress(max_actor_steps=1000)
+  assert (progress.line({'actor_steps': 100, 'learner_steps': 10}, 0.0, {})
+          == 'progress: 100/1000 actor steps (10%)')
+  line = progress.line({'actor_steps': 400, 'learner_steps': 40}, 30.0,
+                       {'imitation_reward': 0.5, 'pinch_error_cm': 2.0,
+                        'arm_joint_error_rad': 0.1, 'actor_steps': 300})
+  assert line == ('progress: 400/1000 actor steps (40%), 10 actor steps/s, learner 1.0 '
+                  'steps/s; held-out imitation reward 0.500, pinch error 2.0 cm (at 300 '
+                  'actor steps); ETA 1 min')
