@@ -42,11 +42,11 @@ def run_episode(actor: core.Actor, environment: dm_env.Environment) -> List[dm_e
 def scheduled_subset(round_index: int, num_items: int, subset_size: int,
                      full_every: int) -> Optional[List[int]]:
   """What evaluation round `round_index` (from 0) covers: None (all items) every
-  `full_every`-th round, the first included; else the next `subset_size` item indices in
-  turn, so the quick rounds sweep all items."""
-  if round_index % full_every == 0 or subset_size >= num_items:
+  `full_every`-th round; else the next `subset_size` item indices in turn, so the quick
+  rounds sweep all items. The first round is quick: the untrained policy needs no more."""
+  if (round_index + 1) % full_every == 0 or subset_size >= num_items:
     return None
-  start = (round_index - round_index // full_every - 1) * subset_size
+  start = (round_index - (round_index + 1) // full_every) * subset_size
   return [(start + i) % num_items for i in range(subset_size)]
 
 
