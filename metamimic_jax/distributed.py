@@ -145,27 +145,20 @@ class LearnerNode:
         training.fingerprint(parts.domain, config), settings.checkpoint_minutes)
     self._checkpointer.restore()
     self._lock = threading.Lock()
-    self._finished = False
 
   def run(self) -> None:
     with signals.runtime_terminator():
       while True:
         with self._lock:
-          if self._finished:
-            break
           self._learner.step()
         if self._checkpointer.save() is not None:
           self._replay.checkpoint()
-    lp.wait_for_stop()  # Still serving variables to the final evaluation.
 
   def get_variables(self, names: Sequence[str]):
     return self._learner.get_variables(names)
 
-  def finish(self) -> None:
-    """Stops learning (the actors then stall on the rate limiter, leaving the CPU to
-    the final evaluation) and checkpoints."""
+  def save_checkpoint(self) -> None:
     with self._lock:
-      self._finished = True
       self._checkpointer.save(force=True)
     self._replay.checkpoint()
 
@@ -311,7 +304,7 @@ class Coordinator:
       if lp.wait_for_stop(2):  # Stopped from outside (Ctrl-C): nothing to report.
         return
     logging.info('Reached %d actor steps; finishing.', steps)
-    self._learner.finish()
+    self._learner.save_checkpoint()
     self._counter.save_checkpoint()
     report = write_report(self._settings,
                           [e.evaluate(full=True) for e in self._evaluators],
