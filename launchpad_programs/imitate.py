@@ -20,6 +20,7 @@ from metamimic_jax import checkpointing
 from metamimic_jax import demonstrations
 from metamimic_jax import distributed
 from metamimic_jax import flags as config_flags
+from metamimic_jax import sizing
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import DOMAIN_NAMES
@@ -50,18 +51,24 @@ _DEMO_DIR = flags.DEFINE_string('demo_dir', None, 'Directory with train.h5 and '
 _NUM_DEMOS = flags.DEFINE_integer(
     'num_demos', 200, 'Demos to record if none are given; the successful ones are kept.',
     lower_bound=2)
-_NUM_ACTORS = flags.DEFINE_integer('num_actors', 2, 'Actor nodes.', lower_bound=1)
+_NUM_ACTORS = flags.DEFINE_integer('num_actors', None, 'Actor nodes (default: one per '
+                                    'core beside the learner\'s).', lower_bound=1)
 _COLOCATE_ACTORS = flags.DEFINE_boolean('colocate_actors', False,
                                         'Run all actors as threads of one process.')
-_MAX_ACTOR_STEPS = flags.DEFINE_integer('max_actor_steps', 1_000_000,
-                                        'Stop once actors took this many steps.',
-                                        lower_bound=1)
+_MAX_ACTOR_STEPS = flags.DEFINE_integer(
+    'max_actor_steps', None, 'Stop once actors took this many steps (default: by '
+    f'preset, {sizing.DEFAULT_MAX_ACTOR_STEPS}).', lower_bound=1)
 _MIN_SIGMA = flags.DEFINE_float('min_sigma', 0.1, 'Smallest actor exploration sigma.',
                                 lower_bound=0)
 _MAX_SIGMA = flags.DEFINE_float('max_sigma', 0.4, 'Largest actor exploration sigma.',
                                 lower_bound=0)
 _EVAL_EVERY_SECONDS = flags.DEFINE_float('eval_every_seconds', 60.0,
-                                         'Pause between evaluations.', lower_bound=0)
+                                         'Least time between evaluations.', lower_bound=0)
+_EVAL_EVERY_LEARNER_STEPS = flags.DEFINE_integer(
+    'eval_every_learner_steps', 1000, 'Least learner steps between evaluations.',
+    lower_bound=0)
+_PROGRESS_SECONDS = flags.DEFINE_float('progress_seconds', 30.0,
+                                        'Seconds between progress lines.', lower_bound=1)
 _CHECKPOINT_MINUTES = flags.DEFINE_float('checkpoint_minutes', 5.0,
                                          'Minutes between checkpoints.', lower_bound=0)
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
@@ -104,39 +111,65 @@ def make_program(settings: distributed.ProgramSettings, config: MetaMimicConfig,
   return program
 
 
-def _settings_from_flags() -> distributed.ProgramSettings:
+_GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator', 'coordinator')
+
+
+def _node_env(group: str):
+  """Each process names its group; only the learner may take a GPU."""
+  env = {sizing.NODE_ENV: group}
+  if group != 'learner':
+    env['CUDA_VISIBLE_DEVICES'] = ''
+  return env
+
+
+def _settings_from_flags(preset: str) -> distributed.ProgramSettings:
   domain = _DOMAIN.value or _default_domain()
   workdir = _WORKDIR.value or os.path.join('runs', f'imitate_{domain}')
   if _MIN_SIGMA.value > _MAX_SIGMA.value:
     raise app.UsageError('--min_sigma must not exceed --max_sigma')
+  cpus = os.cpu_count()
+  num_actors = _NUM_ACTORS.value or sizing.default_num_actors(cpus)
+  try:
+    sizing.check_num_actors(num_actors, cpus)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
   return distributed.ProgramSettings(
       domain=domain, workdir=os.path.abspath(workdir),
       demo_dir=os.path.abspath(_DEMO_DIR.value or os.path.join(workdir, 'demos')),
-      num_actors=_NUM_ACTORS.value, max_actor_steps=_MAX_ACTOR_STEPS.value,
+      num_actors=num_actors,
+      max_actor_steps=_MAX_ACTOR_STEPS.value or sizing.DEFAULT_MAX_ACTOR_STEPS[preset],
       min_sigma=_MIN_SIGMA.value, max_sigma=_MAX_SIGMA.value,
       eval_every_seconds=_EVAL_EVERY_SECONDS.value,
+      eval_every_learner_steps=_EVAL_EVERY_LEARNER_STEPS.value,
+      progress_seconds=_PROGRESS_SECONDS.value,
       checkpoint_minutes=_CHECKPOINT_MINUTES.value, seed=_SEED.value)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  settings = _settings_from_flags()
-  config = config_flags.config_from_flags()
+  cpus = os.cpu_count()
+  preset = config_flags.preset_name(sizing.default_preset(cpus))
+  settings = _settings_from_flags(preset)
+  config = config_flags.config_from_flags(preset)
+  print(sizing.plan(settings.domain, preset, config_flags.preset_given(), cpus,
+                    settings.num_actors, settings.max_actor_steps), flush=True)
   try:
     train_demos = distributed.prepare_workdir(
         settings, config, generate_demos=_DEMO_DIR.value is None,
         num_demos=_NUM_DEMOS.value)
   except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError) as e:
     sys.exit(f'error: {e}')
+  builder = MetaMimicBuilder(config, make_domain(settings.domain))
+  print(sizing.duration_estimate(builder, distributed.environment_spec(builder, train_demos),
+                                 train_demos, settings.max_actor_steps), flush=True)
   logging.info('Launching MetaMimic on %s with %d actors; workdir %s', settings.domain,
                settings.num_actors, settings.workdir)
   program = make_program(settings, config, train_demos, _COLOCATE_ACTORS.value)
   resources = None
-  if flags.FLAGS.lp_launch_type == 'local_mp':  # Only the learner may take a GPU.
-    no_gpu = local_multi_processing.PythonProcess(env={'CUDA_VISIBLE_DEVICES': ''})
-    resources = {group: no_gpu for group in
-                 ('replay', 'counter', 'actor', 'evaluator', 'coordinator')}
+  if flags.FLAGS.lp_launch_type == 'local_mp':
+    resources = {group: local_multi_processing.PythonProcess(env=_node_env(group))
+                 for group in _GROUPS}
   lp.launch(program, terminal='current_terminal', local_resources=resources)
 
 

@@ -39,8 +39,12 @@ class ProgramSettings:
   max_actor_steps: int = 1_000_000
   min_sigma: float = 0.1  # Actor i explores with a sigma spaced geometrically
   max_sigma: float = 0.4  # between these (a single actor uses the config's).
-  eval_every_seconds: float = 60.0
+  eval_every_seconds: float = 60.0  # Evaluations are at least this far apart ...
+  eval_every_learner_steps: int = 1000  # ... and this many learner steps.
+  full_eval_every: int = 5  # Every n-th evaluation (and the last) is full ...
+  eval_subset_size: int = 3  # ... the others take this many held-out demos or episodes.
   num_task_eval_episodes: int = 10
+  progress_seconds: float = 30.0
   checkpoint_minutes: float = 5.0
   seed: int = 0
 
@@ -161,12 +165,36 @@ class LearnerNode:
     self._replay.checkpoint()
 
 
+# Scheduling priorities (added niceness) of the nodes that must not take the learner's
+# cycles: the rate limiter, not the scheduler, should pace actors, and evaluators run in
+# whatever the others leave.
+ACTOR_NICENESS = 5
+EVALUATOR_NICENESS = 15
+
+
+def lower_priority(niceness: int) -> None:
+  """Adds `niceness` to every thread of this process (Linux nices threads one by one;
+  os.nice alone would leave the threads already started, e.g. Courier's, as they are).
+  Threads started later inherit it."""
+  task_dir = '/proc/self/task'
+  if not os.path.isdir(task_dir):
+    os.nice(niceness)
+    return
+  for tid in map(int, os.listdir(task_dir)):
+    try:
+      os.setpriority(os.PRIO_PROCESS, tid,
+                     min(os.getpriority(os.PRIO_PROCESS, tid) + niceness, 19))
+    except ProcessLookupError:  # Ended meanwhile.
+      continue
+
+
 class ActorNode:
   """Imitates training demonstrations with exploration noise, writing to replay."""
 
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig,
                actor_id: int, replay, learner, counter):
     exit_on_stop()
+    lower_priority(ACTOR_NICENESS)
     parts = _Parts(settings, config)
     seed = settings.seed * 1000 + actor_id + 1
     environment = parts.builder.make_demo_environment(parts.train_demos, seed)
@@ -185,11 +213,16 @@ class ActorNode:
 
 
 class EvaluatorNode:
-  """One-shot imitation of held-out demos, or the task policy on fresh episodes."""
+  """One-shot imitation of held-out demos, or the task policy on fresh episodes.
+
+  Runs at low priority; between full evaluations it takes a rotating subset of the
+  held-out demos (or a few task episodes), so it costs the learner little.
+  """
 
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig, policy: str,
                learner, counter):
     exit_on_stop()
+    lower_priority(EVALUATOR_NICENESS)
     parts = _Parts(settings, config)
     self._settings = settings
     self._policy = policy
@@ -205,19 +238,34 @@ class EvaluatorNode:
     self._logger = loggers.make_logger(settings.workdir, f'evaluator_{policy}',
                                        time_delta=0)
     self._lock = threading.Lock()
+    self._round = 0
+    self._latest = {}
 
-  def evaluate(self) -> Dict[str, float]:
+  def evaluate(self, full: bool = False) -> Dict[str, float]:
+    """Evaluates the latest policy, fully if `full` or when the schedule says so."""
+    settings = self._settings
     with self._lock:
       counts = self._counter.get_counts()
+      num_items = (self._environment.num_demonstrations if self._policy == 'imitation'
+                   else settings.num_task_eval_episodes)
+      indices = None if full else evaluation.scheduled_subset(
+          self._round, num_items, settings.eval_subset_size, settings.full_eval_every)
+      evaluated = num_items if indices is None else len(indices)
       if self._policy == 'imitation':
-        results = evaluation.evaluate_imitation(self._actor, self._environment)
+        results = evaluation.evaluate_imitation(self._actor, self._environment, indices)
       else:
-        results = evaluation.evaluate_task(self._actor, self._environment,
-                                           self._settings.num_task_eval_episodes)
-      results.update(actor_steps=counts.get('actor_steps', 0),
+        results = evaluation.evaluate_task(self._actor, self._environment, evaluated)
+      self._round += 1
+      results.update(evaluated=evaluated, full_evaluation=float(indices is None),
+                     actor_steps=counts.get('actor_steps', 0),
                      learner_steps=counts.get('learner_steps', 0))
       self._logger.write(results)
+      self._latest = results
       return results
+
+  def latest(self) -> Dict[str, float]:
+    """The last evaluation's results ({} before the first); never waits on one."""
+    return self._latest
 
   def plot_imitations(self, png: str) -> None:
     with self._lock:
@@ -225,9 +273,12 @@ class EvaluatorNode:
                                self._trajectory_key)
 
   def run(self) -> None:
-    self.evaluate()
+    """Evaluates now, then whenever the policy has learnt enough to have changed."""
+    evaluated_at = self.evaluate()['learner_steps']
     while not lp.wait_for_stop(self._settings.eval_every_seconds):
-      self.evaluate()
+      learner_steps = self._counter.get_counts().get('learner_steps', 0)
+      if learner_steps - evaluated_at >= self._settings.eval_every_learner_steps:
+        evaluated_at = self.evaluate()['learner_steps']
 
 
 class Coordinator:
@@ -241,16 +292,24 @@ class Coordinator:
 
   def run(self) -> None:
     start = time.time()
+    progress = Progress(self._settings.max_actor_steps)
+    last_print = start
     while True:
-      steps = self._counter.get_counts().get('actor_steps', 0)
+      counts = self._counter.get_counts()
+      steps = counts.get('actor_steps', 0)
       if steps >= self._settings.max_actor_steps:
         break
+      if time.time() - last_print >= self._settings.progress_seconds:
+        last_print = time.time()
+        print(progress.line(counts, last_print, self._evaluators[0].latest()),
+              flush=True)
       if lp.wait_for_stop(2):  # Stopped from outside (Ctrl-C): nothing to report.
         return
     logging.info('Reached %d actor steps; finishing.', steps)
     self._learner.save_checkpoint()
     self._counter.save_checkpoint()
-    report = write_report(self._settings, [e.evaluate() for e in self._evaluators],
+    report = write_report(self._settings,
+                          [e.evaluate(full=True) for e in self._evaluators],
                           self._counter.get_counts(), time.time() - start)
     self._evaluators[0].plot_imitations(os.path.join(self._settings.workdir,
                                                      'imitations.png'))
@@ -259,6 +318,39 @@ class Coordinator:
           f'  checkpoints: {os.path.join(self._settings.workdir, "checkpoints")}\n'
           f'  report:      {report}\n', flush=True)
     lp.stop()
+
+
+class Progress:
+  """One line on the run: actor steps, learner steps/s, latest held-out result, ETA."""
+
+  def __init__(self, max_actor_steps: int):
+    self._max_actor_steps = max_actor_steps
+    self._previous = None  # (time, actor steps, learner steps)
+
+  def line(self, counts: Dict[str, float], now: float,
+           evaluation_results: Dict[str, float]) -> str:
+    actor_steps = counts.get('actor_steps', 0)
+    learner_steps = counts.get('learner_steps', 0)
+    text = (f'progress: {actor_steps:.0f}/{self._max_actor_steps} actor steps '
+            f'({100 * actor_steps / self._max_actor_steps:.0f}%)')
+    if self._previous is not None:
+      seconds = max(now - self._previous[0], 1e-9)
+      actor_rate = (actor_steps - self._previous[1]) / seconds
+      text += (f', {actor_rate:.0f} actor steps/s, learner '
+               f'{(learner_steps - self._previous[2]) / seconds:.1f} steps/s')
+    else:
+      actor_rate = 0.0
+    self._previous = (now, actor_steps, learner_steps)
+    if 'imitation_reward' in evaluation_results:
+      errors = ''.join(f', {name[:-3].replace("_", " ")} {value:.1f} cm'
+                       for name, value in evaluation_results.items()
+                       if name.endswith('_cm'))
+      text += (f'; held-out imitation reward {evaluation_results["imitation_reward"]:.3f}'
+               f'{errors} (at {evaluation_results["actor_steps"]:.0f} actor steps)')
+    if actor_rate > 0:
+      text += (f'; ETA {(self._max_actor_steps - actor_steps) / actor_rate / 60:.0f} '
+               'min')
+    return text
 
 
 def write_report(settings: ProgramSettings, results: Sequence[Dict[str, float]],

@@ -35,6 +35,17 @@ def actor_policy(actor: core.Actor) -> base.Policy:
   return lambda timestep: actor.select_action(timestep.observation)
 
 
+def scheduled_subset(round_index: int, num_items: int, subset_size: int,
+                     full_every: int) -> Optional[List[int]]:
+  """What evaluation round `round_index` (from 0) covers: None (all items) every
+  `full_every`-th round; else the next `subset_size` item indices in turn, so the quick
+  rounds sweep all items. The first round is quick: the untrained policy needs no more."""
+  if (round_index + 1) % full_every == 0 or subset_size >= num_items:
+    return None
+  start = (round_index - (round_index + 1) // full_every) * subset_size
+  return [(start + i) % num_items for i in range(subset_size)]
+
+
 def evaluate_imitation(actor: core.Actor,
                        environment: base.DemoConditionedEnvironment,
                        demo_indices: Optional[Sequence[int]] = None) -> Dict[str, float]:

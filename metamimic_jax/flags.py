@@ -5,14 +5,16 @@ overrides that field of the preset.
 """
 
 import dataclasses
+from typing import List
 
 from absl import app
 from absl import flags
 
 from metamimic_jax.config import PRESETS, MetaMimicConfig
 
-_PRESET = flags.DEFINE_enum('preset', 'paper', list(PRESETS),
-                            'Named agent settings; the flags below override them.')
+_PRESET = flags.DEFINE_enum('preset', None, list(PRESETS),
+                            'Named agent settings; the flags below override them '
+                            "(default: 'paper', or as the entry point says).")
 _FIELD_FLAGS = {
     'batch_size': flags.DEFINE_integer(
         'batch_size', None, 'Learner batch size (split over devices).', lower_bound=1),
@@ -55,8 +57,23 @@ def _layers(values, name):
   return sizes
 
 
-def config_from_flags() -> MetaMimicConfig:
-  """The preset's MetaMimicConfig with the given flags applied; UsageError if bad."""
+def preset_name(default: str = 'paper') -> str:
+  """The --preset given, else `default`."""
+  return _PRESET.value or default
+
+
+def preset_given() -> bool:
+  return _PRESET.present
+
+
+def config_flag_arguments() -> List[str]:
+  """The agent flags given on this command line, to pass on to another entry point."""
+  return [flag.serialize() for flag in (_PRESET, *_FIELD_FLAGS.values()) if flag.present]
+
+
+def config_from_flags(default_preset: str = 'paper') -> MetaMimicConfig:
+  """The preset's MetaMimicConfig (--preset, else `default_preset`) with the given flags
+  applied; UsageError if bad."""
   overrides = {}
   for field, flag in _FIELD_FLAGS.items():
     if flag.value is None:
@@ -64,6 +81,6 @@ def config_from_flags() -> MetaMimicConfig:
     overrides[field] = (_layers(flag.value, flag.name) if field.endswith('layer_sizes')
                         else flag.value)
   try:
-    return dataclasses.replace(PRESETS[_PRESET.value], **overrides)
+    return dataclasses.replace(PRESETS[preset_name(default_preset)], **overrides)
   except ValueError as e:
     raise app.UsageError(str(e)) from e

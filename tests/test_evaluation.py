@@ -64,3 +64,12 @@ def test_evaluate_imitation_averages_errors_over_steps_then_demos():
   assert results['position_error_cm'] == pytest.approx(np.mean(expected_errors), rel=1e-5)
   assert results['imitation_final_task_success'] == np.mean(expected_final)
   assert 0 < results['imitation_reward'] < 1
+
+
+def test_evaluation_schedule_is_full_every_nth_round_and_sweeps_subsets_between():
+  # 7 demos, 3 per quick round, full every 4th round.
+  rounds = [evaluation.scheduled_subset(r, 7, 3, 4) for r in range(9)]
+  assert rounds == [[0, 1, 2], [3, 4, 5], [6, 0, 1], None, [2, 3, 4], [5, 6, 0],
+                    [1, 2, 3], None, [4, 5, 6]]
+  # A subset as large as the demos is a full evaluation.
+  assert evaluation.scheduled_subset(1, 3, 3, 4) is None

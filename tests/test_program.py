@@ -5,22 +5,62 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
+from metamimic_jax import distributed
+from metamimic_jax import sizing
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = ['--domain=point_mass', '--num_demos=12', '--batch_size=32',
-              '--min_replay_size=100', '--policy_layers=32,32', '--critic_layers=32,32',
-              '--eval_every_seconds=5', '--num_actors=2']
+TINY_FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--num_demos=12',
+              '--batch_size=32', '--samples_per_insert=32', '--min_replay_size=100',
+              '--policy_layers=32,32', '--critic_layers=32,32', '--eval_every_seconds=5',
+              '--num_actors=2', '--progress_seconds=5']
+GROUPS = {'replay', 'counter', 'learner', 'actor', 'evaluator', 'coordinator'}
+
+
+def _command(workdir, *flags):
+  return [sys.executable, os.path.join(ROOT, 'launchpad_programs', 'imitate.py'),
+          '--lp_launch_type=local_mp', f'--workdir={workdir}', *TINY_FLAGS, *flags]
+
+
+def _env():
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)  # The program's own processes, as a user would run them.
+  return env
 
 
 def _launch(workdir, *flags, timeout=420):
-  command = [sys.executable, os.path.join(ROOT, 'launchpad_programs', 'imitate.py'),
-             '--lp_launch_type=local_mp', f'--workdir={workdir}', *TINY_FLAGS, *flags]
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # The program's own processes, as a user would run them.
-  return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                        cwd=ROOT, env=env)
+  return subprocess.run(_command(workdir, *flags), capture_output=True, text=True,
+                        timeout=timeout, cwd=ROOT, env=_env())
+
+
+def _least_thread_niceness(process):
+  return min(os.getpriority(os.PRIO_PROCESS, thread.id) for thread in process.threads())
+
+
+def _launch_watching_labels(workdir, *flags, timeout=420):
+  """Like _launch; also returns {node label: the highest niceness all its threads had}."""
+  labels = {}
+  with subprocess.Popen(_command(workdir, *flags), stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                        env=_env()) as launcher:
+    deadline = time.time() + timeout
+    while launcher.poll() is None and time.time() < deadline:
+      for process in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+          label = process.environ().get(sizing.NODE_ENV)
+          labels[label] = max(labels.get(label, 0), _least_thread_niceness(process))
+        except (psutil.Error, ProcessLookupError):
+          continue
+      time.sleep(0.5)
+    if launcher.poll() is None:
+      launcher.kill()
+    output = launcher.stdout.read()
+  labels.pop(None, None)
+  return launcher.returncode, output, labels
 
 
 def _rows(workdir, label):
@@ -31,13 +71,13 @@ def _rows(workdir, label):
 @pytest.fixture(scope='module', name='finished_run')
 def _finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('imitate'))
-  result = _launch(workdir, '--max_actor_steps=2000')
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  return workdir, result.stdout + result.stderr
+  returncode, output, labels = _launch_watching_labels(workdir, '--max_actor_steps=2000')
+  assert returncode == 0, output[-6000:]
+  return workdir, output, labels
 
 
 def test_program_ends_by_itself_after_learning_and_evaluating(finished_run):
-  workdir, output = finished_run
+  workdir, output, _ = finished_run
   assert 'MetaMimic run finished after' in output
   assert f'report:      {os.path.join(workdir, "report.json")}' in output
   assert {'actor_0', 'actor_1'} <= set(os.listdir(os.path.join(workdir, 'logs')))
@@ -68,10 +108,30 @@ def test_program_ends_by_itself_after_learning_and_evaluating(finished_run):
     assert os.listdir(os.path.join(workdir, 'checkpoints', name))
 
 
+def test_program_says_what_it_runs_and_shows_progress(finished_run):
+  _, output, _ = finished_run
+  assert 'MetaMimic on point_mass: preset cpu_small' in output
+  assert '2 actors, until 2000 actor steps.' in output
+  assert 'Roughly' in output and 'min, a rough estimate' in output
+  progress = [line for line in output.splitlines() if '[coordinator/0] progress: ' in line]
+  assert progress, output[-3000:]
+  assert any('actor steps/s, learner' in line and 'held-out imitation reward' in line
+             and 'position error' in line and 'ETA' in line for line in progress), progress
+
+
+def test_every_node_process_carries_its_group_label_and_priority(finished_run):
+  _, _, labels = finished_run
+  assert set(labels) == GROUPS
+  # Evaluators and actors yield the CPU to the learner, every thread of them.
+  assert labels['evaluator'] == distributed.EVALUATOR_NICENESS
+  assert labels['actor'] == distributed.ACTOR_NICENESS
+  assert labels['learner'] == labels['replay'] == 0
+
+
 @pytest.mark.slow  # Another launch of 2000 actor steps.
 @pytest.mark.timeout(2 * 420 + 120)  # Run alone it also launches the fixture's program.
 def test_same_command_resumes(finished_run):
-  workdir, _ = finished_run
+  workdir, _, _ = finished_run
   with open(os.path.join(workdir, 'report.json')) as f:
     first = json.load(f)['counts']
   rows_before = len(_rows(workdir, 'evaluator_imitation'))
@@ -89,12 +149,21 @@ def test_same_command_resumes(finished_run):
 
 
 def test_an_incompatible_config_is_refused(finished_run):
-  workdir, _ = finished_run
+  workdir, _, _ = finished_run
   result = _launch(workdir, '--max_actor_steps=4000', '--batch_size=64', timeout=120)
   assert result.returncode != 0
   assert 'incompatible configuration' in result.stderr
   assert 'batch_size: checkpoint 32, requested 64' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_too_many_actors_stop_with_one_line_before_any_node_starts(tmp_path):
+  workdir = tmp_path / 'run'
+  result = _launch(str(workdir), f'--num_actors={2 * os.cpu_count() + 1}', timeout=120)
+  assert result.returncode != 0
+  assert f'--num_actors={2 * os.cpu_count() + 1} is more than this' in result.stderr
+  assert 'Traceback' not in result.stderr and 'MetaMimic on' not in result.stdout
+  assert not workdir.exists()  # Nothing was prepared, generated or launched.
 
 
 def test_bad_launches_stop_with_a_clear_message(tmp_path):
@@ -109,3 +178,15 @@ def test_bad_launches_stop_with_a_clear_message(tmp_path):
   result = _launch(str(tmp_path), f'--demo_dir={tmp_path / "demos"}', timeout=120)
   assert result.returncode != 0 and 'train.h5' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_progress_line_reports_rates_latest_evaluation_and_eta():
+  progress = distributed.Progress(max_actor_steps=1000)
+  assert (progress.line({'actor_steps': 100, 'learner_steps': 10}, 0.0, {})
+          == 'progress: 100/1000 actor steps (10%)')
+  line = progress.line({'actor_steps': 400, 'learner_steps': 40}, 30.0,
+                       {'imitation_reward': 0.5, 'pinch_error_cm': 2.0,
+                        'arm_joint_error_rad': 0.1, 'actor_steps': 300})
+  assert line == ('progress: 400/1000 actor steps (40%), 10 actor steps/s, learner 1.0 '
+                  'steps/s; held-out imitation reward 0.500, pinch error 2.0 cm (at 300 '
+                  'actor steps); ETA 1 min')
