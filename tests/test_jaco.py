@@ -4,7 +4,7 @@ from dm_control import mjcf
 import numpy as np
 import pytest
 
-from metamimic_jax import demo_generation
+from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import demonstrators
 from metamimic_jax.environments import base
@@ -127,7 +127,7 @@ def test_demonstrator_stacks(domain, demos):
 @pytest.mark.slow
 def test_demonstrator_success_rate_over_a_plain_range_of_seeds():
   num_seeds = 40
-  demos = demo_generation.generate('jaco_stack', range(num_seeds), num_workers=2)
+  demos = demo_sets.record(jaco.JacoStackDomain(), range(num_seeds), num_workers=2)
   successes = sum(demo.task_rewards.max() == 1.0 for demo in demos)
   # 25/40 = 62.5%: at the measured 81% (expected 32.4, sd 2.5) fewer than 25 successes
   # has binomial probability 0.17%; a demonstrator down to 60% fails here about half

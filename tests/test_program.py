@@ -3,8 +3,10 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -42,14 +44,23 @@ def _least_thread_niceness(process):
 
 
 def _launch_watching_labels(workdir, *flags, timeout=420):
-  """Like _launch; also returns {node label: the highest niceness all its threads had}."""
+  """Like _launch; also returns {node label: the highest niceness all its threads had}.
+
+  The output goes to a file, not a pipe: nobody reads a pipe while the program runs, and
+  a full pipe would block the launcher. On timeout the whole process group is killed.
+  """
   labels = {}
-  with subprocess.Popen(_command(workdir, *flags), stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                        env=_env()) as launcher:
+  with tempfile.TemporaryFile('w+') as log:
+    launcher = subprocess.Popen(_command(workdir, *flags), stdout=log,
+                                stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                env=_env(), start_new_session=True)
     deadline = time.time() + timeout
     while launcher.poll() is None and time.time() < deadline:
-      for process in psutil.Process(launcher.pid).children(recursive=True):
+      try:
+        children = psutil.Process(launcher.pid).children(recursive=True)
+      except psutil.Error:
+        children = []
+      for process in children:
         try:
           label = process.environ().get(sizing.NODE_ENV)
           labels[label] = max(labels.get(label, 0), _least_thread_niceness(process))
@@ -57,8 +68,10 @@ def _launch_watching_labels(workdir, *flags, timeout=420):
           continue
       time.sleep(0.5)
     if launcher.poll() is None:
-      launcher.kill()
-    output = launcher.stdout.read()
+      os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    log.seek(0)
+    output = log.read()
   labels.pop(None, None)
   return launcher.returncode, output, labels
 
