@@ -7,7 +7,7 @@ with static slices, and the exploration noise is drawn with numpy on the host: o
 takes the parameters and one array (plus any images) and returns one action.
 """
 
-from typing import Callable, List, Tuple
+from typing import Callable, List, Mapping, Tuple
 
 from acme import adders
 from acme import core
@@ -38,6 +38,10 @@ class ObservationPacker:
   """
 
   def __init__(self, observation_spec):
+    # A dict observation may carry more than the spec (the task policy's spec has no
+    # goal): `pack` takes the spec's top-level keys only.
+    self._keys = (tuple(observation_spec) if isinstance(observation_spec, Mapping)
+                  else None)
     spec_leaves, self._treedef = jax.tree.flatten(observation_spec)
     self._shapes = [tuple(s.shape) for s in spec_leaves]
     self._image_indices = [i for i, s in enumerate(spec_leaves) if s.dtype == np.uint8]
@@ -47,6 +51,11 @@ class ObservationPacker:
     self.size = self._offsets[-1]
 
   def pack(self, observation) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
+    if self._keys is not None:
+      missing = sorted(set(self._keys) - set(observation))
+      if missing:
+        raise ValueError(f'the observation lacks {missing}; its spec has {self._keys}')
+      observation = {k: observation[k] for k in self._keys}
     leaves = jax.tree.leaves(observation)
     if len(leaves) != len(self._shapes):
       raise ValueError(f'the observation has {len(leaves)} arrays; its spec has '

@@ -15,6 +15,7 @@ from metamimic_jax import acting
 from metamimic_jax import adders as adders_lib
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import jax_utils
+from metamimic_jax import keys
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax.config import MetaMimicConfig
@@ -123,6 +124,9 @@ class MetaMimicBuilder:
     client = jax_utils.VariableClient(variable_source, [variable_name],
                                       update_period=variable_update_period,
                                       asynchronous=asynchronous_variables)
+    if policy == 'task':  # The task policy reads (and packs) only the observation.
+      environment_spec = environment_spec._replace(observations={
+          keys.OBSERVATION: environment_spec.observations[keys.OBSERVATION]})
     return acting.MetaMimicActor(
         agent_networks, environment_spec, self._config.sigma if sigma is None else sigma,
         random_key, client, adder)

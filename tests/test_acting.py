@@ -135,5 +135,26 @@ def test_observation_packer_round_trip():
     want, got = observation[path[0]][path[1]], unpacked[path[0]][path[1]]
     np.testing.assert_array_equal(got, np.asarray(want)[None])
     assert got.dtype == np.asarray(want).dtype
+  with pytest.raises(ValueError, match=r"the observation lacks \['observation'\]"):
+    packer.pack({'goal': observation['goal']})
   with pytest.raises(ValueError, match='the observation has 2 arrays'):
-    packer.pack({'a': np.zeros(1), 'b': np.zeros(1)})
+    packer.pack({'goal': observation['goal'], 'observation': {'v': np.zeros(3)}})
+
+
+def test_task_actor_acts_on_task_and_demo_observations(replay):
+  """The task policy reads only the observation, in either environment."""
+  builder, environment, spec, _ = replay
+  networks = builder.make_networks(spec)
+  source = _Params(networks, spec)
+  actor = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source,
+                             policy='task', sigma=0)
+  task_observation = builder.make_task_environment(seed=0).reset().observation
+  demo_observation = environment.reset().observation
+  assert set(task_observation) == {'observation'}
+  expected = networks.task.policy.apply(
+      source.state.task.policy_params,
+      jax.tree.map(lambda x: np.asarray(x)[None], task_observation))[0]
+  np.testing.assert_allclose(actor.select_action(task_observation), expected, atol=1e-6)
+  same_state = {'observation': task_observation['observation'],
+                'goal': demo_observation['goal']}
+  np.testing.assert_allclose(actor.select_action(same_state), expected, atol=1e-6)
