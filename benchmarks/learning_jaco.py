@@ -67,10 +67,7 @@ def main(argv):
   training.run(settings, config)
   seconds = time.time() - start
 
-  curve = plotting.read_csv(os.path.join(settings.workdir, 'logs', 'evaluator',
-                                         'logs.csv'))
-  order = np.argsort(curve['actor_steps'])
-  curve = {k: v[order] for k, v in curve.items()}
+  curve = training.evaluation_curve(settings.workdir)
   print(f'\nHeld-out one-shot imitation of Jaco stacking, {len(held_out)} demos '
         '(reward: mean per step, 1.0 = perfect copy)')
   print(f'{"env steps":>10} {"minutes":>8} {"reward":>7} {"pinch cm":>9} '

@@ -22,7 +22,6 @@ from metamimic_jax import baselines
 from metamimic_jax import demo_sets
 from metamimic_jax import evaluation
 from metamimic_jax import flags as config_flags
-from metamimic_jax import plotting
 from metamimic_jax import training
 from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
@@ -64,11 +63,9 @@ def main(argv):
   training.run(settings, config)
   seconds = time.time() - start
 
-  curve = plotting.read_csv(os.path.join(settings.workdir, 'logs', 'evaluator',
-                                         'logs.csv'))
-  order = np.argsort(curve['actor_steps'])
-  steps, minutes = curve['actor_steps'][order], curve['wall_minutes'][order]
-  reward = curve['imitation_reward'][order]
+  curve = training.evaluation_curve(settings.workdir)
+  steps, minutes = curve['actor_steps'], curve['wall_minutes']
+  reward = curve['imitation_reward']
   print('\nHeld-out one-shot imitation (mean per-step reward, 1.0 = perfect copy)')
   print(f'{"env steps":>10} {"minutes":>8} {"reward":>7}')
   for s, m, r in zip(steps, minutes, reward):
@@ -83,8 +80,8 @@ def main(argv):
       if reached.size else 'not reached'))
   task_steps = curve.get('task_steps_to_success')
   if task_steps is not None:
-    print(f'task policy: success {curve["task_success"][order][-1]:.2f}, '
-          f'steps to target {task_steps[order][-1]:.1f} vs demonstrators\' '
+    print(f'task policy: success {curve["task_success"][-1]:.2f}, '
+          f'steps to target {task_steps[-1]:.1f} vs demonstrators\' '
           f'{demonstrator_steps:.1f}')
   total_steps = steps[-1]
   print(f'machine bound: raw env {raw_steps_per_second:.0f} steps/s; training ran '

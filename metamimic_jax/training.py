@@ -11,6 +11,7 @@ from acme.agents import agent as acme_agent
 from acme import environment_loop
 from acme.utils import counting
 import jax
+import numpy as np
 import reverb
 
 from metamimic_jax import checkpointing
@@ -126,3 +127,10 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   logging.info('Done. Metrics: %s/logs, checkpoints: %s, plots: %s',
                settings.workdir, checkpointer.directory, settings.workdir)
   return results
+
+
+def evaluation_curve(workdir: str) -> Dict[str, np.ndarray]:
+  """The evaluator's logged columns of a run in `workdir`, ordered by actor steps."""
+  curve = plotting.read_csv(os.path.join(workdir, 'logs', 'evaluator', 'logs.csv'))
+  order = np.argsort(curve['actor_steps'])
+  return {key: values[order] for key, values in curve.items()}
