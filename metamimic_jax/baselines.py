@@ -19,9 +19,8 @@ def demonstrator_imitation(domain: base.Domain,
   and their mean steps to first task success, as recorded in the demonstrations.
   """
   rewards, steps_to_success = [], []
-  for index in range(environment.num_demonstrations):
+  for index, demo in enumerate(environment.demonstrations):
     environment.select_demonstration(index)
-    demo = environment.demonstration
     demonstrator = demonstrators.make_demonstrator(domain, demo.seed,
                                                    environment.environment)
     timesteps = base.run_episode(

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from metamimic_jax import baselines
 from metamimic_jax import evaluation
 from metamimic_jax.environments import jaco
 from metamimic_jax.environments import point_mass
@@ -73,3 +74,11 @@ def test_evaluation_schedule_is_full_every_nth_round_and_sweeps_subsets_between(
                     [1, 2, 3], None, [4, 5, 6]]
   # A subset as large as the demos is a full evaluation.
   assert evaluation.scheduled_subset(1, 3, 3, 4) is None
+
+
+def test_demonstrators_rerun_from_their_seeds_copy_their_demonstrations():
+  """Point mass is deterministic: each demo's own demonstrator scores exactly 1."""
+  domain = point_mass.PointMassDomain()
+  _, environment, _ = helpers.point_mass_setup(num_demos=3)
+  result = baselines.demonstrator_imitation(domain, environment)
+  assert result['imitation_reward'] == pytest.approx(1.0, abs=1e-6)

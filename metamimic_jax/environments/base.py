@@ -122,7 +122,13 @@ class DemoConditionedEnvironment(dm_env.Environment):
 
   @property
   def demonstration(self) -> demos_lib.Demonstration:
+    """The demonstration of the current episode (set by `reset`)."""
     return self._demo
+
+  @property
+  def demonstrations(self) -> Tuple[demos_lib.Demonstration, ...]:
+    """All demonstrations, in the order `select_demonstration` indexes them."""
+    return tuple(self._demos)
 
   @property
   def domain(self) -> Domain:
