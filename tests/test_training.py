@@ -19,7 +19,8 @@ FAST_CONFIG = MetaMimicConfig(
     reward_groups=(FeatureGroup(('position', 'velocity'), 1.0, 500.0),),
     batch_size=64, learning_rate=3e-4, samples_per_insert=8.0, n_step=3, discount=0.9,
     vmax=10.0, num_atoms=21, min_replay_size=500, target_update_period=20,
-    policy_layer_sizes=(64, 64), critic_layer_sizes=(64, 64), train_task_policy=False)
+    policy_layer_sizes=(64, 64), critic_layer_sizes=(64, 64), train_task_policy=False,
+    policy_preactivation_penalty=0.01)  # Keeps the tanh policy out of saturation.
 
 
 def _settings(workdir, **kwargs):
