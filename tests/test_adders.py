@@ -87,23 +87,26 @@ def test_writes_what_acme_writes(dict_discount):
     tree.map_structure(np.testing.assert_array_equal, want, got)
 
 
-def test_hand_computed_returns_and_discounts():
+@pytest.fixture(name='lean_client')
+def _lean_client():
+  """A client of a server with one FIFO table, 'lean', for the scalar-discount spec."""
   spec = _environment_spec(dict_discount=False)
   server = reverb.Server([reverb.Table.queue(
       'lean', 100, signature=adders.NStepTransitionAdder.signature(spec))], port=None)
-  try:
-    client = reverb.Client(f'localhost:{server.port}')
-    adder = adders.NStepTransitionAdder(client, 'lean', n_step=2, discount=0.5)
-    first, steps = _episode(np.random.default_rng(1), 3, 'termination', False)
-    rewards = [np.float32(1), np.float32(2), np.float32(4)]
-    steps = [(a, ts._replace(reward={'imitation': r, 'task': -r}))
-             for (a, ts), r in zip(steps, rewards)]
-    adder.add_first(first)
-    for action, timestep in steps:
-      adder.add(action, timestep)
-    items = _items(client, 'lean')
-  finally:
-    server.stop()
+  yield reverb.Client(f'localhost:{server.port}')
+  server.stop()
+
+
+def test_hand_computed_returns_and_discounts(lean_client):
+  adder = adders.NStepTransitionAdder(lean_client, 'lean', n_step=2, discount=0.5)
+  first, steps = _episode(np.random.default_rng(1), 3, 'termination', False)
+  rewards = [np.float32(1), np.float32(2), np.float32(4)]
+  steps = [(a, ts._replace(reward={'imitation': r, 'task': -r}))
+           for (a, ts), r in zip(steps, rewards)]
+  adder.add_first(first)
+  for action, timestep in steps:
+    adder.add(action, timestep)
+  items = _items(lean_client, 'lean')
   observations = [first.observation] + [ts.observation for _, ts in steps]
   # (start, end, R, D): discounts d_0 = 1, d_1 = 0.5 (step 2), d_2 = 0 (termination).
   expected = [(0, 1, 1.0, 1.0), (0, 2, 1 + 0.5 * 1 * 2, 0.5 * 1 * 0.5),
@@ -119,22 +122,15 @@ def test_hand_computed_returns_and_discounts():
     assert item.discount['imitation'] == discount == item.discount['task']
 
 
-def test_at_most_max_in_flight_items_wait_for_the_server():
-  spec = _environment_spec(dict_discount=False)
-  server = reverb.Server([reverb.Table.queue(
-      'lean', 100, signature=adders.NStepTransitionAdder.signature(spec))], port=None)
-  try:
-    client = reverb.Client(f'localhost:{server.port}')
-    adder = adders.NStepTransitionAdder(client, 'lean', n_step=2, discount=0.5,
-                                        max_in_flight_items=3)
-    first, steps = _episode(np.random.default_rng(2), 20, 'truncation', False)
-    adder.add_first(first)
-    sizes = []
-    for action, timestep in steps:
-      adder.add(action, timestep)
-      sizes.append(client.server_info()['lean'].current_size)
-  finally:
-    server.stop()
+def test_at_most_max_in_flight_items_wait_for_the_server(lean_client):
+  adder = adders.NStepTransitionAdder(lean_client, 'lean', n_step=2, discount=0.5,
+                                      max_in_flight_items=3)
+  first, steps = _episode(np.random.default_rng(2), 20, 'truncation', False)
+  adder.add_first(first)
+  sizes = []
+  for action, timestep in steps:
+    adder.add(action, timestep)
+    sizes.append(lean_client.server_info()['lean'].current_size)
   # The k-th add creates the k-th item; the episode's end flushes all 21.
   assert all(size >= k - 3 for k, size in enumerate(sizes[:-1], start=1))
   assert sizes[-1] == 20 + 1
