@@ -33,6 +33,8 @@ class MetaMimicConfig:
   clipping: bool = True  # Clip dQ/da in the policy loss (as Acme's D4PG).
   # Weight of the mean squared pre-tanh policy output in the policy loss (0: D4PG's).
   policy_preactivation_penalty: float = 0.0
+  # Learner steps that train only the critics, before the policies start to follow them.
+  policy_warmup_steps: int = 0
 
   # Replay.
   samples_per_insert: float = 32.0
@@ -59,6 +61,8 @@ class MetaMimicConfig:
   def __post_init__(self):
     if self.n_step < 1:
       raise ValueError(f'n_step must be >= 1, got {self.n_step}')
+    if self.policy_warmup_steps < 0:
+      raise ValueError(f'policy_warmup_steps must be >= 0, got {self.policy_warmup_steps}')
     if self.goal_horizon < 1:
       raise ValueError(f'goal_horizon must be >= 1, got {self.goal_horizon}')
     if not 0 <= self.discount < 1:

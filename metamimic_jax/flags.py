@@ -42,6 +42,9 @@ _FIELD_FLAGS = {
                                             'Critic torso layer sizes.'),
     'goal_horizon': flags.DEFINE_integer(
         'goal_horizon', None, 'Demo frames ahead shown as the goal.', lower_bound=1),
+    'policy_warmup_steps': flags.DEFINE_integer(
+        'policy_warmup_steps', None, 'Learner steps that train only the critics.',
+        lower_bound=0),
     'train_task_policy': flags.DEFINE_boolean(
         'train_task_policy', None, 'Also learn the task policy off-policy.'),
 }

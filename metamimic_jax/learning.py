@@ -43,7 +43,8 @@ SgdStep = Callable[[TrainingState, types.Transition], Tuple[TrainingState, Metri
 
 
 def init_actor_critic(key: jax.Array, networks: ActorCriticNetworks, dummy_observation,
-                      dummy_action, optimizer: optax.GradientTransformation
+                      dummy_action, critic_optimizer: optax.GradientTransformation,
+                      policy_optimizer: optax.GradientTransformation
                       ) -> ActorCriticState:
   policy_key, critic_key = jax.random.split(key)
   policy_params = networks.policy.init(policy_key, dummy_observation)
@@ -51,19 +52,19 @@ def init_actor_critic(key: jax.Array, networks: ActorCriticNetworks, dummy_obser
   return ActorCriticState(
       policy_params=policy_params, critic_params=critic_params,
       target_policy_params=policy_params, target_critic_params=critic_params,
-      policy_opt_state=optimizer.init(policy_params),
-      critic_opt_state=optimizer.init(critic_params))
+      policy_opt_state=policy_optimizer.init(policy_params),
+      critic_opt_state=critic_optimizer.init(critic_params))
 
 
 def init_training_state(key: jax.Array, networks: MetaMimicNetworks, dummy_observation,
                         dummy_action, config: MetaMimicConfig) -> TrainingState:
   imitation_key, task_key = jax.random.split(key)
-  optimizer = make_optimizer(config)
+  optimizers = make_optimizer(config), make_policy_optimizer(config)
   return TrainingState(
       imitation=init_actor_critic(imitation_key, networks.imitation,
-                                  dummy_observation, dummy_action, optimizer),
+                                  dummy_observation, dummy_action, *optimizers),
       task=(init_actor_critic(task_key, networks.task, dummy_observation,
-                              dummy_action, optimizer)
+                              dummy_action, *optimizers)
             if config.train_task_policy else None),
       steps=jnp.zeros((), jnp.int32))
 
@@ -82,11 +83,14 @@ def actor_critic_update(state: ActorCriticState, networks: ActorCriticNetworks,
                         discount_t, o_t, steps: jnp.ndarray, target_update_period: int,
                         clipping: bool = True, axis_name: Optional[str] = None,
                         preactivation_penalty: float = 0.0,
-                        policy_optimizer: Optional[optax.GradientTransformation] = None
+                        policy_optimizer: Optional[optax.GradientTransformation] = None,
+                        policy_warmup_steps: int = 0
                         ) -> Tuple[ActorCriticState, Metrics]:
   """One D4PG update of a policy and critic; gradients are pmean'd over `axis_name`.
 
   `optimizer` updates the critic, and the policy too unless `policy_optimizer` is given.
+  The policy (parameters and optimizer state) stays as it is while
+  `steps < policy_warmup_steps`, so that it follows a critic that has learned something.
   """
   (critic_loss, q_mean), critic_grads = jax.value_and_grad(
       losses.critic_loss, has_aux=True)(
@@ -103,6 +107,11 @@ def actor_critic_update(state: ActorCriticState, networks: ActorCriticNetworks,
       policy_grads, state.policy_opt_state)
   critic_params = optax.apply_updates(state.critic_params, critic_updates)
   policy_params = optax.apply_updates(state.policy_params, policy_updates)
+  if policy_warmup_steps:
+    warm = steps >= policy_warmup_steps
+    policy_params, policy_opt_state = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(warm, new, old), (policy_params, policy_opt_state),
+        (state.policy_params, state.policy_opt_state))
   new_steps = steps + 1
   new_state = ActorCriticState(
       policy_params=policy_params, critic_params=critic_params,
@@ -136,7 +145,8 @@ def make_sgd_step(networks: MetaMimicNetworks, config: MetaMimicConfig,
           transitions.action, transitions.reward[key],
           config.discount * transitions.discount[key], transitions.next_observation,
           state.steps, config.target_update_period, config.clipping, axis_name,
-          config.policy_preactivation_penalty, policy_optimizer)
+          config.policy_preactivation_penalty, policy_optimizer,
+          config.policy_warmup_steps)
 
     imitation, imitation_metrics = update(state.imitation, networks.imitation,
                                           IMITATION)

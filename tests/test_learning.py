@@ -149,3 +149,25 @@ def test_one_policy_update_moves_the_action_towards_higher_q(agent):
   # The first-order change of sum Q is positive, and the true change follows it.
   assert np.sum(np.asarray(dq_da, np.float64) * step) > 0
   assert float(q(a_after).sum()) > float(q(a_before).sum())
+
+
+def test_policy_warmup_trains_only_the_critics_until_its_step():
+  _, _, spec = helpers.point_mass_setup()
+  config = dataclasses.replace(helpers.TINY_CONFIG, policy_warmup_steps=2)
+  networks = networks_lib.make_networks(spec, config)
+  state = _initial_state(spec, networks, config)
+  step = jax.jit(learning.make_sgd_step(networks, config))
+  batch = _random_batch(spec, 8)
+  changed = lambda a, b: any(
+      np.abs(x - y).max() > 0 for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+  previous = state
+  for i in range(3):
+    new, _ = step(previous, batch)
+    for agent in ('imitation', 'task'):
+      old_agent, new_agent = getattr(previous, agent), getattr(new, agent)
+      assert changed(old_agent.critic_params, new_agent.critic_params)
+      # Steps 0 and 1 are the warm-up: policy and its optimizer state stay untouched.
+      assert changed(old_agent.policy_params, new_agent.policy_params) == (i >= 2)
+      assert changed(old_agent.policy_opt_state, new_agent.policy_opt_state) == (i >= 2)
+    previous = new
