@@ -135,7 +135,7 @@ def measure(domain_name: str):
       'demo env': _zero_action_loop(demo_environment, zeros),
       '+ policy': _actor_loop(builder.make_demo_environment(demos, seed=1), actor()),
       '+ adder': _actor_loop(builder.make_demo_environment(demos, seed=2),
-                             actor(builder.make_adder(client))),
+                             actor(builder.make_adder(client, spec))),
   }
   for run_for in stages.values():  # Compile and warm up.
     run_for(time.time() + 0.2)

@@ -7,7 +7,7 @@ with static slices, and the exploration noise is drawn with numpy on the host: o
 takes the parameters and one array (plus any images) and returns one action.
 """
 
-from typing import Callable, List, Mapping, Tuple
+from typing import Callable
 
 from acme import adders
 from acme import core
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metamimic_jax import jax_utils
+from metamimic_jax import packing
 from metamimic_jax.networks import ActorCriticNetworks
 
 # Process-wide (every process that builds actors imports this): a batch-1 policy call is
@@ -25,60 +26,17 @@ from metamimic_jax.networks import ActorCriticNetworks
 # in the calling thread (0.5x the actor's CPU time per call here).
 jax.config.update('jax_cpu_enable_async_dispatch', False)
 
-# policy(params, packed features, images) -> unbatched deterministic action.
-Policy = Callable[[object, jnp.ndarray, Tuple[jnp.ndarray, ...]], jnp.ndarray]
+# policy(params, packed observation) -> unbatched deterministic action.
+Policy = Callable[[object, packing.Packed], jnp.ndarray]
 
 
-class ObservationPacker:
-  """One observation spec's leaves as one flat float32 vector plus its uint8 images.
-
-  Leaves are in the spec's flattening order (dict keys sorted); `pack` runs on the host,
-  `unpack` inside a jitted function (static slices) and restores the nested, batched
-  ([1, ...]) observation the networks read.
-  """
-
-  def __init__(self, observation_spec):
-    # A dict observation may carry more than the spec (the task policy's spec has no
-    # goal): `pack` takes the spec's top-level keys only.
-    self._keys = (tuple(observation_spec) if isinstance(observation_spec, Mapping)
-                  else None)
-    spec_leaves, self._treedef = jax.tree.flatten(observation_spec)
-    self._shapes = [tuple(s.shape) for s in spec_leaves]
-    self._image_indices = [i for i, s in enumerate(spec_leaves) if s.dtype == np.uint8]
-    self._feature_indices = [i for i, s in enumerate(spec_leaves) if s.dtype != np.uint8]
-    sizes = [int(np.prod(self._shapes[i])) for i in self._feature_indices]
-    self._offsets = np.cumsum([0] + sizes).tolist()
-    self.size = self._offsets[-1]
-
-  def pack(self, observation) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
-    if self._keys is not None:
-      missing = sorted(set(self._keys) - set(observation))
-      if missing:
-        raise ValueError(f'the observation lacks {missing}; its spec has {self._keys}')
-      observation = {k: observation[k] for k in self._keys}
-    leaves = jax.tree.leaves(observation)
-    if len(leaves) != len(self._shapes):
-      raise ValueError(f'the observation has {len(leaves)} arrays; its spec has '
-                       f'{len(self._shapes)}')
-    features = np.empty(self.size, np.float32)
-    for i, start, end in zip(self._feature_indices, self._offsets, self._offsets[1:]):
-      features[start:end] = np.ravel(leaves[i])
-    return features, tuple(leaves[i] for i in self._image_indices)
-
-  def unpack(self, features: jnp.ndarray, images: Tuple[jnp.ndarray, ...]):
-    leaves: List[object] = [None] * len(self._shapes)
-    for i, start, end in zip(self._feature_indices, self._offsets, self._offsets[1:]):
-      leaves[i] = features[start:end].reshape((1,) + self._shapes[i])
-    for i, image in zip(self._image_indices, images):
-      leaves[i] = image[None]
-    return self._treedef.unflatten(leaves)
-
-
-def make_policy(networks: ActorCriticNetworks, packer: ObservationPacker) -> Policy:
+def make_policy(networks: ActorCriticNetworks, packer: packing.ObservationPacker
+                ) -> Policy:
   """The deterministic policy on one packed observation, jitted."""
 
-  def policy(params, features, images):
-    return networks.policy.apply(params, packer.unpack(features, images))[0]
+  def policy(params, packed):
+    batched = packer.unpack(tuple(x[None] for x in packed))
+    return networks.policy.apply(params, batched)[0]
 
   return jax.jit(policy)
 
@@ -98,7 +56,7 @@ class MetaMimicActor(core.Actor):
                environment_spec: specs.EnvironmentSpec, sigma: float,
                random_key: jax.Array, variable_client: jax_utils.VariableClient,
                adder: adders.Adder = None):
-    self._packer = ObservationPacker(environment_spec.observations)
+    self._packer = packing.ObservationPacker(environment_spec.observations)
     self._policy = make_policy(networks, self._packer)
     action_spec = environment_spec.actions
     self._minimum = np.asarray(action_spec.minimum, np.float32)
@@ -110,8 +68,8 @@ class MetaMimicActor(core.Actor):
     self._adder = adder
 
   def select_action(self, observation) -> np.ndarray:
-    features, images = self._packer.pack(observation)
-    action = np.asarray(self._policy(self._variable_client.params[0], features, images))
+    packed = self._packer.pack(observation)
+    action = np.asarray(self._policy(self._variable_client.params[0], packed))
     if self._sigma > 0:
       noise = self._rng.standard_normal(action.shape, np.float32) * self._noise_scale
       action = np.clip(action + noise, self._minimum, self._maximum)

@@ -4,7 +4,9 @@ It writes exactly the items of `acme.adders.reverb.NStepTransitionAdder` (same t
 signature, same transitions, in the same order; tests/test_adders.py compares them) but
 keeps the n-step window itself instead of reading it back from the writer:
 
-  - one writer column per leaf, flattened once per step with dm-tree's C flatten;
+  - one writer column per leaf, flattened once per step with dm-tree's C flatten; with
+    an `ObservationPacker` the observation is written packed (features, *images), so
+    the writer and the learner's dataset handle a few leaves instead of dozens;
   - rewards and discounts stay in a Python window of the last n steps, and the n-step
     return is accumulated with Acme's float32 recurrence over flat per-key values;
   - the writer receives only what items reference: observations, actions, and each
@@ -25,6 +27,8 @@ import dm_env
 import numpy as np
 import reverb
 import tree
+
+from metamimic_jax import packing
 
 # Items get uniform priority, as Acme's adders without a priority function.
 _PRIORITY = 1.0
@@ -49,7 +53,8 @@ class NStepTransitionAdder(adders.Adder):
   """
 
   def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float,
-               max_in_flight_items: int = 64):
+               max_in_flight_items: int = 64,
+               packer: Optional[packing.ObservationPacker] = None):
     if n_step < 1:
       raise ValueError(f'n_step must be >= 1, got {n_step}')
     self._client = client
@@ -57,6 +62,8 @@ class NStepTransitionAdder(adders.Adder):
     self._n_step = n_step
     self._discount = np.float32(discount)
     self._max_in_flight_items = max_in_flight_items
+    self._flatten_observation = (tree.flatten if packer is None
+                                 else lambda o: list(packer.pack(o)))
     self._writer: Optional[reverb.TrajectoryWriter] = None
     self._history = None  # The writer's columns, once all have been appended.
     # The last n steps' flat rewards and discounts (one discount per reward leaf).
@@ -65,8 +72,11 @@ class NStepTransitionAdder(adders.Adder):
     self._num_steps = -1  # Steps added this episode; -1 before add_first.
 
   @classmethod
-  def signature(cls, environment_spec: specs.EnvironmentSpec):
-    """The table signature: the same as Acme's NStepTransitionAdder's."""
+  def signature(cls, environment_spec: specs.EnvironmentSpec,
+                packer: Optional[packing.ObservationPacker] = None):
+    """The table signature: Acme's NStepTransitionAdder's (with packed observations)."""
+    if packer is not None:
+      environment_spec = environment_spec._replace(observations=packer.spec)
     return AcmeNStepTransitionAdder.signature(environment_spec)
 
   def add_first(self, timestep: dm_env.TimeStep) -> None:
@@ -79,7 +89,7 @@ class NStepTransitionAdder(adders.Adder):
           get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS)
     self._window.clear()
     self._num_steps = 0
-    self._writer.append({_OBSERVATION: tree.flatten(timestep.observation)})
+    self._writer.append({_OBSERVATION: self._flatten_observation(timestep.observation)})
 
   def add(self, action: types.NestedArray, next_timestep: dm_env.TimeStep,
           extras: types.NestedArray = ()) -> None:
@@ -91,7 +101,7 @@ class NStepTransitionAdder(adders.Adder):
     self._num_steps += 1
     first = max(0, self._num_steps - self._n_step)
     n_step_return, total_discount = self._accumulate(first)
-    self._writer.append({_OBSERVATION: tree.flatten(next_timestep.observation),
+    self._writer.append({_OBSERVATION: self._flatten_observation(next_timestep.observation),
                          _ACTION: tree.flatten(action), _RETURN: n_step_return,
                          _DISCOUNT: total_discount})
     self._create_item(first, self._num_steps, self._num_steps)

@@ -18,6 +18,7 @@ from metamimic_jax import jax_utils
 from metamimic_jax import keys
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
+from metamimic_jax import packing
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import base as env_base
 
@@ -73,23 +74,33 @@ class MetaMimicBuilder:
         remover=reverb.selectors.Fifo(),
         max_size=config.max_replay_size,
         rate_limiter=limiter,
-        signature=adders_lib.NStepTransitionAdder.signature(environment_spec))]
+        signature=adders_lib.NStepTransitionAdder.signature(
+            environment_spec, self.make_observation_packer(environment_spec)))]
 
-  def make_adder(self, replay_client: reverb.Client) -> adders.Adder:
+  def make_observation_packer(self, environment_spec: specs.EnvironmentSpec
+                              ) -> packing.ObservationPacker:
+    """How replay stores observations: packed, so Reverb handles a few columns."""
+    return packing.ObservationPacker(environment_spec.observations)
+
+  def make_adder(self, replay_client: reverb.Client,
+                 environment_spec: specs.EnvironmentSpec) -> adders.Adder:
     """Acme's n-step transitions, written by our leaner adder (see adders.py)."""
     return adders_lib.NStepTransitionAdder(
         replay_client, self._config.replay_table_name, self._config.n_step,
-        self._config.discount)
+        self._config.discount, packer=self.make_observation_packer(environment_spec))
 
   def make_dataset_iterator(self, replay_server_address: str,
+                            environment_spec: specs.EnvironmentSpec,
                             devices: Optional[Sequence[jax.Device]] = None
                             ) -> Iterator[types.Transition]:
-    """Batches of transitions, split over `devices` and prefetched onto them."""
+    """Batches of (unpacked) transitions, split over `devices` and prefetched onto them."""
     dataset = datasets.make_reverb_dataset(
         server_address=replay_server_address, batch_size=self._config.batch_size,
         prefetch_size=self._config.prefetch_size,
         table=self._config.replay_table_name, num_parallel_calls=2)
-    transitions = (sample.data for sample in dataset.as_numpy_iterator())
+    packer = self.make_observation_packer(environment_spec)
+    transitions = (packer.unpack_transition(sample.data)
+                   for sample in dataset.as_numpy_iterator())
     return jax_utils.sharded_prefetch(transitions, devices or jax.local_devices(),
                                       self._config.prefetch_size)
 

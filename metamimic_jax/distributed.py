@@ -139,7 +139,8 @@ class LearnerNode:
     self._replay = replay
     self._learner = parts.builder.make_learner(
         jax.random.PRNGKey(settings.seed), parts.networks,
-        parts.builder.make_dataset_iterator(replay.server_address), parts.spec,
+        parts.builder.make_dataset_iterator(replay.server_address, parts.spec),
+        parts.spec,
         counter=counting.Counter(counter, 'learner'),
         logger=loggers.make_logger(settings.workdir, 'learner'))
     self._checkpointer = checkpointing.Checkpointer(
@@ -200,7 +201,7 @@ class ActorNode:
     environment = parts.builder.make_demo_environment(parts.train_demos, seed)
     actor = parts.builder.make_actor(
         jax.random.PRNGKey(seed), parts.networks, parts.spec, learner,
-        adder=parts.builder.make_adder(replay),
+        adder=parts.builder.make_adder(replay, parts.spec),
         sigma=settings.actor_sigma(actor_id, config), variable_update_period=100,
         asynchronous_variables=True)
     self._loop = environment_loop.EnvironmentLoop(

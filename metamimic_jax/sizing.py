@@ -74,7 +74,7 @@ def time_learner_steps(builder: MetaMimicBuilder, spec: specs.EnvironmentSpec,
   server = reverb.Server([table])
   try:
     client = reverb.Client(f'localhost:{server.port}')
-    adder = builder.make_adder(client)
+    adder = builder.make_adder(client, spec)
     environment = builder.make_demo_environment(demos, seed)
     rng = np.random.default_rng(seed)
     actions = spec.actions
@@ -90,7 +90,7 @@ def time_learner_steps(builder: MetaMimicBuilder, spec: specs.EnvironmentSpec,
         inserted += 1
     learner = builder.make_learner(
         jax.random.PRNGKey(seed), builder.make_networks(spec),
-        builder.make_dataset_iterator(f'localhost:{server.port}'), spec)
+        builder.make_dataset_iterator(f'localhost:{server.port}', spec), spec)
     for _ in range(warmup_steps):  # Compiles.
       learner.step()
     jax.block_until_ready(learner.save())

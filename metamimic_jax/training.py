@@ -65,11 +65,11 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
 
   counter = counting.Counter()
   learner = builder.make_learner(
-      learner_key, networks, builder.make_dataset_iterator(address), spec,
+      learner_key, networks, builder.make_dataset_iterator(address, spec), spec,
       counter=counting.Counter(counter, 'learner'),
       logger=loggers.make_logger(settings.workdir, 'learner'))
   actor = builder.make_actor(actor_key, networks, spec, learner,
-                             adder=builder.make_adder(reverb.Client(address)))
+                             adder=builder.make_adder(reverb.Client(address), spec))
   # The n-step adder holds back n - 1 steps: start once min_replay_size items exist.
   agent = acme_agent.Agent(
       actor, learner,

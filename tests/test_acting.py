@@ -62,7 +62,7 @@ def test_actor_writes_the_transitions_it_experiences(replay):
   networks = builder.make_networks(spec)
   actor = _RecordActions(builder.make_actor(
       jax.random.PRNGKey(0), networks, spec, _Params(networks, spec),
-      adder=builder.make_adder(client)))
+      adder=builder.make_adder(client, spec)))
   environment.select_demonstration(1)
   environment_loop.EnvironmentLoop(environment, actor).run(num_episodes=1)
   demo = helpers.point_mass_demos()[1]
@@ -71,7 +71,8 @@ def test_actor_writes_the_transitions_it_experiences(replay):
   assert client.server_info()[table].current_size == steps
   samples = client.sample(table, num_samples=3000, emit_timesteps=False,
                           unpack_as_table_signature=True)
-  items = list({sample.info.key: sample.data for sample in samples}.values())
+  unpack = builder.make_observation_packer(spec).unpack_transition
+  items = list({sample.info.key: unpack(sample.data) for sample in samples}.values())
   assert len(items) == steps  # 3000 uniform draws see all 99 items.
   frames = np.concatenate([demo.observations['position'],
                            demo.observations['velocity']], axis=1)
@@ -113,32 +114,6 @@ def test_exploration_noise_and_evaluation_policy(replay):
   assert np.all(np.abs(noisy_actions) <= 1.0)
   with pytest.raises(ValueError, match='policy must be'):
     builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, policy='other')
-
-
-def test_observation_packer_round_trip():
-  spec = {'goal': {'x': acme_specs.Array((1, 2), np.float32)},
-          'observation': {'pixels': acme_specs.Array((2, 2, 1), np.uint8),
-                          'v': acme_specs.Array((3,), np.float32),
-                          'z': acme_specs.Array((), np.float32)}}
-  packer = acting.ObservationPacker(spec)
-  observation = {'goal': {'x': np.array([[1, 2]], np.float32)},
-                 'observation': {'pixels': np.arange(4, dtype=np.uint8).reshape(2, 2, 1),
-                                 'v': np.array([3, 4, 5], np.float32),
-                                 'z': np.float32(6)}}
-  features, images = packer.pack(observation)
-  # Feature leaves in sorted-key order: goal/x, observation/v, observation/z.
-  np.testing.assert_array_equal(features, [1, 2, 3, 4, 5, 6])
-  assert features.dtype == np.float32 and len(images) == 1
-  unpacked = jax.jit(packer.unpack)(features, images)
-  for path in (('goal', 'x'), ('observation', 'pixels'), ('observation', 'v'),
-               ('observation', 'z')):
-    want, got = observation[path[0]][path[1]], unpacked[path[0]][path[1]]
-    np.testing.assert_array_equal(got, np.asarray(want)[None])
-    assert got.dtype == np.asarray(want).dtype
-  with pytest.raises(ValueError, match=r"the observation lacks \['observation'\]"):
-    packer.pack({'goal': observation['goal']})
-  with pytest.raises(ValueError, match='the observation has 2 arrays'):
-    packer.pack({'goal': observation['goal'], 'observation': {'v': np.zeros(3)}})
 
 
 def test_task_actor_acts_on_task_and_demo_observations(replay):

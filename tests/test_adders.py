@@ -7,6 +7,7 @@ import reverb
 import tree
 
 from metamimic_jax import adders
+from metamimic_jax import packing
 
 N_STEP = 3
 DISCOUNT = 0.9
@@ -60,31 +61,42 @@ def test_writes_what_acme_writes(dict_discount):
   spec = _environment_spec(dict_discount)
   signature = adders.NStepTransitionAdder.signature(spec)
   assert signature == acme_adders.NStepTransitionAdder.signature(spec)
+  packer = packing.ObservationPacker(spec.observations)
+  packed_signature = adders.NStepTransitionAdder.signature(spec, packer)
   server = reverb.Server([reverb.Table.queue(name, 1000, signature=signature)
-                          for name in ('acme', 'lean')], port=None)
+                          for name in ('acme', 'lean')] +
+                         [reverb.Table.queue('packed', 1000, signature=packed_signature)],
+                         port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
     reference = acme_adders.NStepTransitionAdder(
         client, N_STEP, DISCOUNT, priority_fns={'acme': None})
     lean = adders.NStepTransitionAdder(client, 'lean', N_STEP, DISCOUNT)
+    packed = adders.NStepTransitionAdder(client, 'packed', N_STEP, DISCOUNT,
+                                         packer=packer)
     rng = np.random.default_rng(0)
     # Terminations and truncations, longer and shorter than n, and a one-step episode.
     episodes = [_episode(rng, length, end, dict_discount)
                 for length, end in ((7, 'termination'), (6, 'truncation'),
                                     (2, 'termination'), (1, 'truncation'))]
     for first, steps in episodes:
-      for adder in (reference, lean):
+      for adder in (reference, lean, packed):
         adder.add_first(first)
         for action, timestep in steps:
           adder.add(action, timestep)
     expected, actual = _items(client, 'acme'), _items(client, 'lean')
+    stored_packed = _items(client, 'packed')
   finally:
     server.stop()
   # Per episode of T steps: T + n - 1 items (min(T, n) - 1 fewer when T < n).
   assert len(expected) == (7 + 2) + (6 + 2) + (2 + 1) + 1
-  assert len(actual) == len(expected)
-  for want, got in zip(expected, actual):
+  assert len(actual) == len(stored_packed) == len(expected)
+  # A packed observation is 3 arrays (features and the two pixels), not 4 leaves.
+  assert len(stored_packed[0].observation) == 3
+  for want, got, got_packed in zip(expected, actual, stored_packed):
     tree.map_structure(np.testing.assert_array_equal, want, got)
+    tree.map_structure(np.testing.assert_array_equal, want,
+                       packer.unpack_transition(got_packed))
 
 
 @pytest.fixture(name='lean_client')

@@ -23,7 +23,7 @@ def _replay_items(config):
   server = reverb.Server(builder.make_replay_tables(spec, False), port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
-    adder = builder.make_adder(client)
+    adder = builder.make_adder(client, spec)
     environment.select_demonstration(0)
     timestep = environment.reset()
     adder.add_first(timestep)
@@ -35,7 +35,8 @@ def _replay_items(config):
       rewards.append(timestep.reward)
     samples = client.sample(config.replay_table_name, num_samples=5000,
                             emit_timesteps=False, unpack_as_table_signature=True)
-    items = list({sample.info.key: sample.data for sample in samples}.values())
+    unpack = builder.make_observation_packer(spec).unpack_transition
+    items = list({sample.info.key: unpack(sample.data) for sample in samples}.values())
   finally:
     server.stop()
   return builder, spec, timestep, rewards, items

@@ -25,7 +25,7 @@ def test_rate_limited_table_blocks_actors_that_run_ahead_of_the_learner():
   server = reverb.Server([table], port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
-    adder = builder.make_adder(client)
+    adder = builder.make_adder(client, spec)
     num_steps = 30
 
     def act():
@@ -81,7 +81,7 @@ def test_reverb_adder_and_sharded_dataset_round_trip():
   server = reverb.Server(builder.make_replay_tables(spec, False), port=None)
   try:
     address = f'localhost:{server.port}'
-    adder = builder.make_adder(reverb.Client(address))
+    adder = builder.make_adder(reverb.Client(address), spec)
     # One episode following a demonstrator, with noise so the rewards vary.
     environment.select_demonstration(0)
     timestep = environment.reset()
@@ -100,7 +100,7 @@ def test_reverb_adder_and_sharded_dataset_round_trip():
       for key in rewards:
         rewards[key].append(float(timestep.reward[key]))
     num_steps = len(actions)
-    iterator = builder.make_dataset_iterator(address)
+    iterator = builder.make_dataset_iterator(address, spec)
     batch = next(iterator)
     per_device = builder.config.batch_size // 2
     assert batch.action.shape == (2, per_device, 2)
@@ -138,7 +138,7 @@ def test_n_step_adder_accumulates_nested_rewards():
   server = reverb.Server(builder.make_replay_tables(spec, False), port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
-    adder = builder.make_adder(client)
+    adder = builder.make_adder(client, spec)
     observation = environment.reset().observation
     adder.add_first(dm_env.restart(observation))
     rewards = [0.1, 0.2, 0.4]
@@ -148,7 +148,8 @@ def test_n_step_adder_accumulates_nested_rewards():
           np.float32(1.0)))
     samples = client.sample(builder.config.replay_table_name, num_samples=200,
                             emit_timesteps=False, unpack_as_table_signature=True)
-    items = {sample.info.key: sample.data for sample in samples}.values()
+    unpack = builder.make_observation_packer(spec).unpack_transition
+    items = {sample.info.key: unpack(sample.data) for sample in samples}.values()
     # The 3-step transition from the first step (discount g^2), beside shorter ones.
     g = builder.config.discount
     full = [item for item in items if abs(item.discount['imitation'] - g**2) < 1e-6]

@@ -1,0 +1,68 @@
+"""Observations packed into one float32 vector plus their uint8 images.
+
+Jaco's demo-conditioned observation has 20 feature leaves (observation and goal); a
+jitted call, Reverb's trajectory writer and Reverb's dataset each pay per leaf. Packing
+makes a packed observation `(features, *images)`: the policy's one argument, and the one
+replay column for each of a transition's two observations. `unpack` restores the nested
+observation the networks read, with static slices, in numpy or inside a jitted function.
+"""
+
+from typing import Mapping, Tuple
+
+from acme import specs
+from acme import types
+import jax
+import numpy as np
+
+Packed = Tuple[np.ndarray, ...]  # (features, *images)
+
+
+class ObservationPacker:
+  """Packs one observation spec's leaves (spec flattening order: dict keys sorted)."""
+
+  def __init__(self, observation_spec):
+    # A dict observation may carry more than the spec (the task policy's spec has no
+    # goal): `pack` takes the spec's top-level keys only.
+    self._keys = (tuple(observation_spec) if isinstance(observation_spec, Mapping)
+                  else None)
+    spec_leaves, self._treedef = jax.tree.flatten(observation_spec)
+    self._shapes = [tuple(s.shape) for s in spec_leaves]
+    self._image_indices = [i for i, s in enumerate(spec_leaves) if s.dtype == np.uint8]
+    self._feature_indices = [i for i, s in enumerate(spec_leaves) if s.dtype != np.uint8]
+    sizes = [int(np.prod(self._shapes[i])) for i in self._feature_indices]
+    self._offsets = np.cumsum([0] + sizes).tolist()
+    self.size = self._offsets[-1]
+    self.spec: Tuple[specs.Array, ...] = (
+        specs.Array((self.size,), np.float32, name='features'),
+        *(specs.Array(self._shapes[i], np.uint8, name=f'image_{n}')
+          for n, i in enumerate(self._image_indices)))
+
+  def pack(self, observation) -> Packed:
+    if self._keys is not None:
+      missing = sorted(set(self._keys) - set(observation))
+      if missing:
+        raise ValueError(f'the observation lacks {missing}; its spec has {self._keys}')
+      observation = {k: observation[k] for k in self._keys}
+    leaves = jax.tree.leaves(observation)
+    if len(leaves) != len(self._shapes):
+      raise ValueError(f'the observation has {len(leaves)} arrays; its spec has '
+                       f'{len(self._shapes)}')
+    features = np.empty(self.size, np.float32)
+    for i, start, end in zip(self._feature_indices, self._offsets, self._offsets[1:]):
+      features[start:end] = np.ravel(leaves[i])
+    return (features, *(leaves[i] for i in self._image_indices))
+
+  def unpack(self, packed: Packed):
+    """The nested observation; leading (batch) dimensions of `packed` are kept."""
+    features, *images = packed
+    batch_shape = features.shape[:-1]
+    leaves = [None] * len(self._shapes)
+    for i, start, end in zip(self._feature_indices, self._offsets, self._offsets[1:]):
+      leaves[i] = features[..., start:end].reshape(batch_shape + self._shapes[i])
+    for i, image in zip(self._image_indices, images):
+      leaves[i] = image
+    return self._treedef.unflatten(leaves)
+
+  def unpack_transition(self, transition: types.Transition) -> types.Transition:
+    return transition._replace(observation=self.unpack(transition.observation),
+                               next_observation=self.unpack(transition.next_observation))
