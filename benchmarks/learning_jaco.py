@@ -11,6 +11,7 @@ the demonstrator (re-run from each held-out demo's seed). Writes a PNG learning 
 Target on a 2-core machine within 2 hours: reward >= 0.6 and pinch error <= 3 cm.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -56,7 +57,9 @@ def main(argv):
   _, held_out = demo_sets.prepare(
       domain, settings.demo_dir or os.path.join(settings.workdir, 'demos'),
       generate_if_absent=settings.demo_dir is None, num_demos=settings.num_demos)
-  environment = MetaMimicBuilder(config, domain).make_demo_environment(held_out, seed=0)
+  # Baselines act every frame (the demonstrator does); rewards are per-frame means.
+  environment = MetaMimicBuilder(dataclasses.replace(config, action_repeat=1),
+                                 domain).make_demo_environment(held_out, seed=0)
   action_size = environment.action_spec().shape
   stationary = evaluation.evaluate_imitation(
       evaluation.ConstantActor(np.zeros(action_size, np.float32)), environment)

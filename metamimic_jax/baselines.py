@@ -18,6 +18,9 @@ def demonstrator_imitation(domain: base.Domain,
   Returns their mean per-step imitation reward (1.0 when the domain is deterministic)
   and their mean steps to first task success, as recorded in the demonstrations.
   """
+  if environment.action_repeat != 1:
+    raise ValueError('demonstrators act every frame: give an environment with '
+                     f'action_repeat 1, not {environment.action_repeat}')
   rewards, steps_to_success = [], []
   for index, demo in enumerate(environment.demonstrations):
     environment.select_demonstration(index)

@@ -42,10 +42,11 @@ class MetaMimicBuilder:
                             seed: int) -> env_base.DemoConditionedEnvironment:
     return env_base.DemoConditionedEnvironment(
         self._domain, demonstrations, self.reward_groups, self._config.goal_keys,
-        self._config.goal_horizon, seed)
+        self._config.goal_horizon, seed, self._config.action_repeat)
 
   def make_task_environment(self, seed: int) -> env_base.TaskEnvironment:
-    return env_base.TaskEnvironment(self._domain, seed)
+    return env_base.TaskEnvironment(self._domain, seed,
+                                    action_repeat=self._config.action_repeat)
 
   def make_networks(self, environment_spec: specs.EnvironmentSpec
                     ) -> networks_lib.MetaMimicNetworks:

@@ -55,7 +55,10 @@ class MetaMimicConfig:
   # Imitation.
   reward_groups: Tuple[FeatureGroup, ...] = ()  # Empty: the domain's defaults.
   goal_keys: Optional[Tuple[str, ...]] = None  # Demo frame keys fed as goal; None: all.
-  goal_horizon: int = 1  # The goal is demo frames t+1 .. t+goal_horizon.
+  # Frames each action is held for; the imitation reward is their mean (1: the paper's).
+  action_repeat: int = 1
+  # The goal is the demo at the next goal_horizon decisions: frames f+k, .., f+Hk.
+  goal_horizon: int = 1
   train_task_policy: bool = True  # Learn the task policy off-policy on the same memory.
 
   def __post_init__(self):
@@ -63,6 +66,8 @@ class MetaMimicConfig:
       raise ValueError(f'n_step must be >= 1, got {self.n_step}')
     if self.policy_warmup_steps < 0:
       raise ValueError(f'policy_warmup_steps must be >= 0, got {self.policy_warmup_steps}')
+    if self.action_repeat < 1:
+      raise ValueError(f'action_repeat must be >= 1, got {self.action_repeat}')
     if self.goal_horizon < 1:
       raise ValueError(f'goal_horizon must be >= 1, got {self.goal_horizon}')
     if not 0 <= self.discount < 1:

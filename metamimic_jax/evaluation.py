@@ -64,9 +64,12 @@ def evaluate_imitation(actor: core.Actor,
     environment.select_demonstration(index)
     timesteps = base.run_episode(environment, actor_policy(actor))[1:]
     frames = environment.demonstration.observations
+    # Step i ends at frame i k (k = action_repeat), or at the demonstration's end.
+    frame_at = lambda i: min(i * environment.action_repeat,
+                             environment.demonstration.length - 1)
     errors = [environment.domain.tracking_errors(
-        ts.observation[keys.OBSERVATION], {k: v[t] for k, v in frames.items()})
-              for t, ts in enumerate(timesteps, start=1)]
+        ts.observation[keys.OBSERVATION], {k: v[frame_at(i)] for k, v in frames.items()})
+              for i, ts in enumerate(timesteps, start=1)]
     for name in errors[0]:
       per_demo_errors.setdefault(name, []).append(np.mean([e[name] for e in errors]))
     per_demo_reward.append(np.mean([ts.reward[keys.IMITATION] for ts in timesteps]))
@@ -85,7 +88,7 @@ def evaluate_imitation(actor: core.Actor,
 
 def evaluate_task(actor: core.Actor, environment: base.TaskEnvironment,
                   num_episodes: int) -> Dict[str, float]:
-  """The task policy on fresh episodes: return, success and steps to first success."""
+  """The task policy on fresh episodes: return, success and frames to first success."""
   actor.update(wait=True)
   returns, steps_to_success = [], []
   for _ in range(num_episodes):
@@ -93,7 +96,7 @@ def evaluate_task(actor: core.Actor, environment: base.TaskEnvironment,
     returns.append(np.sum(rewards))
     hits = np.flatnonzero(np.asarray(rewards) > 0)
     if hits.size:
-      steps_to_success.append(hits[0] + 1)
+      steps_to_success.append((hits[0] + 1) * environment.action_repeat)
   return {
       'task_return': float(np.mean(returns)),
       'task_success': len(steps_to_success) / num_episodes,

@@ -41,7 +41,10 @@ _FIELD_FLAGS = {
     'critic_layer_sizes': flags.DEFINE_list('critic_layers', None,
                                             'Critic torso layer sizes.'),
     'goal_horizon': flags.DEFINE_integer(
-        'goal_horizon', None, 'Demo frames ahead shown as the goal.', lower_bound=1),
+        'goal_horizon', None, 'Decisions ahead whose demo frames are shown as the goal.',
+        lower_bound=1),
+    'action_repeat': flags.DEFINE_integer(
+        'action_repeat', None, 'Frames each action is held for.', lower_bound=1),
     'policy_warmup_steps': flags.DEFINE_integer(
         'policy_warmup_steps', None, 'Learner steps that train only the critics.',
         lower_bound=0),

@@ -42,6 +42,49 @@ def test_reset_restores_the_demo_and_goal_is_the_next_frames():
                                 np.stack([last] * 3))  # Repeats past the end.
 
 
+def test_action_repeat_holds_each_action_and_averages_the_frames_rewards():
+  demos = helpers.point_mass_demos()
+  domain = make_domain('point_mass')
+  groups = domain.default_reward_groups
+  every_frame = base.DemoConditionedEnvironment(domain, demos, groups, seed=0)
+  repeated = base.DemoConditionedEnvironment(domain, demos, groups, goal_horizon=2,
+                                             seed=0, action_repeat=3)
+  demo = demos[1]
+  positions = demo.observations['position']
+  for environment in (every_frame, repeated):
+    environment.select_demonstration(1)
+  first = repeated.reset()
+  every_frame.reset()
+  # The goal is the demonstration at the next two decisions: frames 3 and 6.
+  np.testing.assert_array_equal(first.observation['goal']['position'], positions[[3, 6]])
+  rng = np.random.default_rng(0)
+  frame_rewards, step_rewards, steps = [], [], []
+  timestep = first
+  while not timestep.last():
+    action = rng.uniform(-1, 1, 2).astype(np.float32)
+    timestep = repeated.step(action)
+    steps.append(timestep)
+    held = []
+    for _ in range(3):
+      frame = every_frame.step(action)
+      held.append(frame.reward['imitation'])
+      if frame.last():
+        break
+    frame_rewards += held
+    step_rewards.append(np.mean(held))
+    # Both environments are at the same frame, so they observe the same state.
+    np.testing.assert_array_equal(timestep.observation['observation']['position'],
+                                  frame.observation['observation']['position'])
+  assert frame.last() and len(frame_rewards) == demo.length - 1
+  assert len(steps) == -(-(demo.length - 1) // 3)  # The last step may hold fewer frames.
+  np.testing.assert_allclose([ts.reward['imitation'] for ts in steps], step_rewards,
+                             rtol=1e-6)
+  f = 3 * (len(steps) - 1)  # The frame after the step before the last.
+  np.testing.assert_array_equal(
+      steps[-2].observation['goal']['position'],
+      positions[[min(f + 3, demo.length - 1), min(f + 6, demo.length - 1)]])
+
+
 def test_replaying_the_demonstrator_scores_one_per_step():
   """The demonstrator is deterministic per seed: re-running it imitates perfectly."""
   domain = make_domain('point_mass')
@@ -159,3 +202,17 @@ def test_demonstrator_registry():
   with pytest.raises(ValueError, match="no demonstrator for domain 'cartpole'; "
                                        'domains with one: point_mass, jaco_stack'):
     demonstrators.make_demonstrator(Cartpole(), 3, domain.make_environment(3))
+
+
+def test_task_environment_action_repeat_steps_that_many_frames():
+  domain = make_domain('point_mass')
+  every_frame = base.TaskEnvironment(domain, seed=3)
+  repeated = base.TaskEnvironment(domain, seed=3, action_repeat=2)
+  every_frame.reset(), repeated.reset()
+  action = np.array([0.5, -0.5], np.float32)
+  for _ in range(4):
+    held = repeated.step(action)
+    frames = [every_frame.step(action) for _ in range(2)]
+    np.testing.assert_array_equal(held.observation['observation']['position'],
+                                  frames[-1].observation['observation']['position'])
+    assert held.reward == np.float32(np.mean([f.reward for f in frames]))

@@ -75,11 +75,14 @@ def raw_timestep(timestep: dm_env.TimeStep) -> dm_env.TimeStep:
 class DemoConditionedEnvironment(dm_env.Environment):
   """Episodes that imitate a demonstration: observation {observation, goal}.
 
-  At step t the goal is demo frames t+1 .. t+H (the last frame repeats past the end);
-  the reward is {'imitation': similarity of o_{t+1} to d_{t+1}, 'task': task reward}.
-  The episode ends with the demonstration as a time limit (discount 1, so both critics
-  bootstrap): the observation does not say how much of the demonstration is left, and
-  past its end the goal stays at the last frame, a state worth holding.
+  Each step repeats the action for `action_repeat` (k) frames. At frame f the goal is
+  demo frames f+k, f+2k, .., f+Hk, the demonstration at the next H decisions (the last
+  frame repeats past the end); the reward is {'imitation': the mean similarity of
+  o_f+i to d_f+i over the k frames, 'task': the mean task reward} (k = 1: o_t+1 and
+  d_t+1 as in the paper). The episode ends with the demonstration as a time limit
+  (discount 1, so both critics bootstrap): the observation does not say how much of the
+  demonstration is left, and past its end the goal stays at the last frame, a state
+  worth holding.
   """
 
   def __init__(self,
@@ -88,9 +91,13 @@ class DemoConditionedEnvironment(dm_env.Environment):
                reward_groups: Sequence[FeatureGroup],
                goal_keys: Optional[Sequence[str]] = None,
                goal_horizon: int = 1,
-               seed: int = 0):
+               seed: int = 0,
+               action_repeat: int = 1):
     if not demonstrations:
       raise ValueError('DemoConditionedEnvironment needs at least one demonstration')
+    if action_repeat < 1:
+      raise ValueError(f'action_repeat must be >= 1, got {action_repeat}')
+    self._action_repeat = action_repeat
     self._domain = domain
     self._environment = domain.make_environment(seed, time_limit=float('inf'))
     self._demos = list(demonstrations)
@@ -134,6 +141,10 @@ class DemoConditionedEnvironment(dm_env.Environment):
   def domain(self) -> Domain:
     return self._domain
 
+  @property
+  def action_repeat(self) -> int:
+    return self._action_repeat
+
   def reset(self) -> dm_env.TimeStep:
     index = (self._rng.integers(len(self._demos))
              if self._next_demo is None else self._next_demo)
@@ -145,13 +156,19 @@ class DemoConditionedEnvironment(dm_env.Environment):
     return dm_env.restart(self._observation(timestep.observation))
 
   def step(self, action: np.ndarray) -> dm_env.TimeStep:
-    timestep = self._environment.step(action)
-    self._t += 1
-    target = {k: self._demo.observations[k][self._t] for k in self._reward_keys}
-    observed = {k: timestep.observation[k] for k in self._reward_keys}
-    reward = {IMITATION: rewards.imitation_reward_numpy(observed, target,
-                                                        self._reward_groups),
-              TASK: np.float32(timestep.reward)}
+    imitation_rewards, task_rewards = [], []
+    for _ in range(self._action_repeat):
+      timestep = self._environment.step(action)
+      self._t += 1
+      target = {k: self._demo.observations[k][self._t] for k in self._reward_keys}
+      observed = {k: timestep.observation[k] for k in self._reward_keys}
+      imitation_rewards.append(rewards.imitation_reward_numpy(observed, target,
+                                                              self._reward_groups))
+      task_rewards.append(timestep.reward)
+      if timestep.last() or self._t >= self._demo.length - 1:
+        break
+    reward = {IMITATION: np.float32(np.mean(imitation_rewards)),
+              TASK: np.float32(np.mean(task_rewards))}
     observation = self._observation(timestep.observation)
     if timestep.last():  # The raw environment's own end (discount 0 if terminal).
       return dm_env.truncation(reward, observation, np.float32(timestep.discount))
@@ -160,23 +177,25 @@ class DemoConditionedEnvironment(dm_env.Environment):
     return dm_env.transition(reward, observation, np.float32(1))
 
   def _goal_frames(self, demo: demos_lib.Demonstration) -> Dict[str, np.ndarray]:
-    """The goal keys' frames 1 .. T-1, then the last frame H times (read-only).
+    """The goal keys' frames 1 .. T-1, then the last frame H k times (read-only).
 
-    The goal at step t, frames t+1 .. t+H with the last repeating past the end, is then
-    the slice [t, t+H): a view, not a copy.
+    The goal at frame f, frames f+k, .., f+Hk with the last repeating past the end, is
+    then the strided slice [f+k-1 : f+Hk : k]: a view, not a copy.
     """
     goals = {}
+    padding = self._goal_horizon * self._action_repeat
     for key in self._goal_keys:
       frames = demo.observations[key]
-      padded = np.concatenate([frames[1:], np.repeat(frames[-1:], self._goal_horizon, 0)])
+      padded = np.concatenate([frames[1:], np.repeat(frames[-1:], padding, 0)])
       padded.flags.writeable = False
       goals[key] = padded
     return goals
 
   def _observation(self, raw: Mapping[str, np.ndarray]) -> Dict[str, object]:
-    t, horizon = self._t, self._goal_horizon
+    k = self._action_repeat
+    window = slice(self._t + k - 1, self._t + self._goal_horizon * k, k)
     return {OBSERVATION: dict(raw),
-            GOAL: {k: frames[t:t + horizon] for k, frames in self._goals.items()}}
+            GOAL: {key: frames[window] for key, frames in self._goals.items()}}
 
   def observation_spec(self):
     raw_spec = self._environment.observation_spec()
@@ -200,16 +219,33 @@ class DemoConditionedEnvironment(dm_env.Environment):
 
 
 class TaskEnvironment(dm_env.Environment):
-  """Fresh task episodes (no demonstration): observation {observation}, task reward."""
+  """Fresh task episodes (no demonstration): observation {observation}, task reward.
 
-  def __init__(self, domain: Domain, seed: int, time_limit: Optional[float] = None):
+  Each step repeats the action for `action_repeat` frames; the reward is their mean.
+  """
+
+  def __init__(self, domain: Domain, seed: int, time_limit: Optional[float] = None,
+               action_repeat: int = 1):
+    if action_repeat < 1:
+      raise ValueError(f'action_repeat must be >= 1, got {action_repeat}')
     self._environment = domain.make_environment(seed, time_limit=time_limit)
+    self._action_repeat = action_repeat
+
+  @property
+  def action_repeat(self) -> int:
+    return self._action_repeat
 
   def reset(self) -> dm_env.TimeStep:
     return self._wrap(self._environment.reset())
 
   def step(self, action: np.ndarray) -> dm_env.TimeStep:
-    return self._wrap(self._environment.step(action))
+    task_rewards = []
+    for _ in range(self._action_repeat):
+      timestep = self._environment.step(action)
+      task_rewards.append(timestep.reward)
+      if timestep.last():
+        break
+    return self._wrap(timestep._replace(reward=np.mean(task_rewards)))
 
   def _wrap(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
     reward = None if timestep.reward is None else np.float32(timestep.reward)
