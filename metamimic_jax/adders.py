@@ -13,7 +13,12 @@ keeps the n-step window itself instead of reading it back from the writer:
     item's n-step return and discount (not the raw rewards, discounts and
     start-of-episode flags Acme also appends), in one append a step;
   - it waits on the server only when `max_in_flight_items` items are pending (Acme
-    forces every item out as soon as it is written, so chunks hold a step or two).
+    forces every item out as soon as it is written, so chunks hold a step or two);
+  - it appends and creates items through the C++ writer under Reverb's Python
+    `TrajectoryWriter`, with its own row references: the Python layer flattens with
+    paths and wraps every reference in column objects on each call, which cost more
+    than everything else the adder does. `_CppWriter` is the one place that reaches
+    into Reverb's private API (pinned at 0.7).
 """
 
 import collections
@@ -34,11 +39,6 @@ from metamimic_jax import packing
 _PRIORITY = 1.0
 # Acme's wait for the table signature: a distributed replay may take a while to start.
 _SIGNATURE_TIMEOUT_MS = 300_000
-# Writer columns (the tail of each is one flat leaf list).
-_OBSERVATION = 'observation'
-_ACTION = 'action'
-_RETURN = 'n_step_return'
-_DISCOUNT = 'total_discount'
 
 
 class NStepTransitionAdder(adders.Adder):
@@ -64,8 +64,7 @@ class NStepTransitionAdder(adders.Adder):
     self._max_in_flight_items = max_in_flight_items
     self._flatten_observation = (tree.flatten if packer is None
                                  else lambda o: list(packer.pack(o)))
-    self._writer: Optional[reverb.TrajectoryWriter] = None
-    self._history = None  # The writer's columns, once all have been appended.
+    self._writer: Optional[_CppWriter] = None
     # The last n steps' flat rewards and discounts (one discount per reward leaf).
     self._window: Deque[Tuple[List[np.ndarray], List[np.ndarray]]] = (
         collections.deque(maxlen=n_step))
@@ -84,12 +83,12 @@ class NStepTransitionAdder(adders.Adder):
       raise ValueError('adder.add_first needs a first timestep (timestep.first())')
     if self._writer is None:
       # An item reaches back n rows for its state; 2n leaves the chunker room.
-      self._writer = self._client.trajectory_writer(
+      self._writer = _CppWriter(self._client.trajectory_writer(
           num_keep_alive_refs=2 * self._n_step,
-          get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS)
+          get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS))
     self._window.clear()
     self._num_steps = 0
-    self._writer.append({_OBSERVATION: self._flatten_observation(timestep.observation)})
+    self._writer.append(self._flatten_observation(timestep.observation))
 
   def add(self, action: types.NestedArray, next_timestep: dm_env.TimeStep,
           extras: types.NestedArray = ()) -> None:
@@ -101,9 +100,8 @@ class NStepTransitionAdder(adders.Adder):
     self._num_steps += 1
     first = max(0, self._num_steps - self._n_step)
     n_step_return, total_discount = self._accumulate(first)
-    self._writer.append({_OBSERVATION: self._flatten_observation(next_timestep.observation),
-                         _ACTION: tree.flatten(action), _RETURN: n_step_return,
-                         _DISCOUNT: total_discount})
+    self._writer.append(self._flatten_observation(next_timestep.observation),
+                        tree.flatten(action), n_step_return + total_discount)
     self._create_item(first, self._num_steps, self._num_steps)
     if next_timestep.last():
       self._write_last(first)
@@ -111,7 +109,7 @@ class NStepTransitionAdder(adders.Adder):
 
   def reset(self) -> None:
     if self._writer is not None:
-      self._writer.end_episode(clear_buffers=True)
+      self._writer.end_episode()
     self._window.clear()
     self._num_steps = -1
 
@@ -120,7 +118,7 @@ class NStepTransitionAdder(adders.Adder):
     last = self._num_steps
     for row, start in enumerate(range(first + 1, last), start=last + 1):
       n_step_return, total_discount = self._accumulate(start)
-      self._writer.append({_RETURN: n_step_return, _DISCOUNT: total_discount})
+      self._writer.append(None, None, n_step_return + total_discount)
       self._create_item(start, row, last)
 
   def _accumulate(self, first: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
@@ -136,17 +134,54 @@ class NStepTransitionAdder(adders.Adder):
 
   def _create_item(self, first: int, return_row: int, last: int) -> None:
     """Inserts (o_first, a_first, R, D, o_last), flat in the signature's order."""
-    if self._history is None:  # Columns are fixed after the first add, reset in place.
-      self._history = self._writer.history
-    history = self._history
-    observations = history[_OBSERVATION]
-    columns = ([column[first] for column in observations] +
-               [column[first + 1] for column in history[_ACTION]] +
-               [column[return_row] for column in history[_RETURN]] +
-               [column[return_row] for column in history[_DISCOUNT]] +
-               [column[last] for column in observations])
-    self._writer.create_item(self._table, _PRIORITY, columns)
+    self._writer.create_item(self._table, _PRIORITY, first, return_row, last)
     self._writer.flush(self._max_in_flight_items)
+
+
+class _CppWriter:
+  """Appends rows and creates items with Reverb's C++ trajectory writer directly.
+
+  A row is (observation leaves, action leaves, returns and discounts); the first row of
+  an episode has only the observation, the rows after the last observation only the
+  returns and discounts. Missing parts are None, as Reverb's Python writer sends them.
+  """
+
+  def __init__(self, writer: reverb.TrajectoryWriter):
+    self._writer = writer
+    self._cpp = writer._writer  # pylint: disable=protected-access
+    self._sizes: Optional[Tuple[int, int, int]] = None  # Leaves per part.
+    self._rows: List[list] = []  # This episode's rows of data references.
+
+  def append(self, observation: Optional[list], action: Optional[list] = None,
+             returns_and_discounts: Optional[list] = None) -> None:
+    parts = (observation, action, returns_and_discounts)
+    if self._sizes is None and None not in parts:
+      self._sizes = tuple(len(part) for part in parts)
+    if self._sizes is None:  # The first row: the other columns do not exist yet.
+      row = list(observation)
+    else:
+      row = []
+      for part, size in zip(parts, self._sizes):
+        row += [None] * size if part is None else part
+    self._rows.append(self._cpp.Append(row))
+
+  def create_item(self, table: str, priority: float, first: int, return_row: int,
+                  last: int) -> None:
+    num_observation, num_action, _ = self._sizes
+    state, returns = self._rows[first], self._rows[return_row]
+    references = (state[:num_observation] +
+                  self._rows[first + 1][num_observation:num_observation + num_action] +
+                  returns[num_observation + num_action:] +
+                  self._rows[last][:num_observation])
+    self._cpp.CreateItem(table, priority, [[r] for r in references],
+                         [True] * len(references))
+
+  def flush(self, block_until_num_items: int) -> None:
+    self._writer.flush(block_until_num_items)
+
+  def end_episode(self) -> None:
+    self._writer.end_episode(clear_buffers=True)
+    self._rows = []
 
 
 def _flat_reward_and_discount(timestep: dm_env.TimeStep

@@ -156,19 +156,20 @@ class DemoConditionedEnvironment(dm_env.Environment):
     return dm_env.restart(self._observation(timestep.observation))
 
   def step(self, action: np.ndarray) -> dm_env.TimeStep:
-    imitation_rewards, task_rewards = [], []
-    for _ in range(self._action_repeat):
+    imitation_total, task_total, frames = 0.0, 0.0, 0
+    while frames < self._action_repeat:
       timestep = self._environment.step(action)
       self._t += 1
+      frames += 1
       target = {k: self._demo.observations[k][self._t] for k in self._reward_keys}
       observed = {k: timestep.observation[k] for k in self._reward_keys}
-      imitation_rewards.append(rewards.imitation_reward_numpy(observed, target,
-                                                              self._reward_groups))
-      task_rewards.append(timestep.reward)
+      imitation_total += rewards.imitation_reward_numpy(observed, target,
+                                                        self._reward_groups)
+      task_total += timestep.reward
       if timestep.last() or self._t >= self._demo.length - 1:
         break
-    reward = {IMITATION: np.float32(np.mean(imitation_rewards)),
-              TASK: np.float32(np.mean(task_rewards))}
+    reward = {IMITATION: np.float32(imitation_total / frames),
+              TASK: np.float32(task_total / frames)}
     observation = self._observation(timestep.observation)
     if timestep.last():  # The raw environment's own end (discount 0 if terminal).
       return dm_env.truncation(reward, observation, np.float32(timestep.discount))
@@ -239,13 +240,14 @@ class TaskEnvironment(dm_env.Environment):
     return self._wrap(self._environment.reset())
 
   def step(self, action: np.ndarray) -> dm_env.TimeStep:
-    task_rewards = []
-    for _ in range(self._action_repeat):
+    task_total, frames = 0.0, 0
+    while frames < self._action_repeat:
       timestep = self._environment.step(action)
-      task_rewards.append(timestep.reward)
+      task_total += timestep.reward
+      frames += 1
       if timestep.last():
         break
-    return self._wrap(timestep._replace(reward=np.mean(task_rewards)))
+    return self._wrap(timestep._replace(reward=task_total / frames))
 
   def _wrap(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
     reward = None if timestep.reward is None else np.float32(timestep.reward)
