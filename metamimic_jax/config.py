@@ -59,6 +59,9 @@ class MetaMimicConfig:
   action_repeat: int = 1
   # The goal is the demo at the next goal_horizon decisions: frames f+k, .., f+Hk.
   goal_horizon: int = 1
+  # Also feed the networks each goal frame minus the observation (keys in both): the
+  # action's effect on the reward is then a simple function of the inputs.
+  goal_relative_features: bool = False
   train_task_policy: bool = True  # Learn the task policy off-policy on the same memory.
 
   def __post_init__(self):

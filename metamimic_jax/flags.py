@@ -43,6 +43,8 @@ _FIELD_FLAGS = {
     'goal_horizon': flags.DEFINE_integer(
         'goal_horizon', None, 'Decisions ahead whose demo frames are shown as the goal.',
         lower_bound=1),
+    'goal_relative_features': flags.DEFINE_boolean(
+        'goal_relative_features', None, 'Also feed goal minus observation.'),
     'action_repeat': flags.DEFINE_integer(
         'action_repeat', None, 'Frames each action is held for.', lower_bound=1),
     'policy_warmup_steps': flags.DEFINE_integer(

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metamimic_jax.config import MetaMimicConfig
-from metamimic_jax.keys import GOAL, OBSERVATION
+from metamimic_jax.keys import GOAL, GOAL_MINUS_OBSERVATION, OBSERVATION
 
 
 class ActorCriticNetworks(NamedTuple):
@@ -92,6 +92,13 @@ def embed(inputs, conv_channels: Sequence[int]) -> jnp.ndarray:
   return jnp.concatenate(features, axis=-1)
 
 
+def goal_minus_observation(observation):
+  """Each goal frame minus the current observation, for feature keys in both [B, H, ...]."""
+  current, goal = observation[OBSERVATION], observation[GOAL]
+  return {key: frames - jnp.expand_dims(current[key], 1) for key, frames in goal.items()
+          if key in current and frames.dtype != jnp.uint8}
+
+
 def make_actor_critic(action_spec: specs.BoundedArray, config: MetaMimicConfig,
                       goal_conditioned: bool) -> ActorCriticNetworks:
   """A D4PG actor-critic; `goal_conditioned` networks also read the goal."""
@@ -100,8 +107,12 @@ def make_actor_critic(action_spec: specs.BoundedArray, config: MetaMimicConfig,
   maximum = jnp.asarray(action_spec.maximum, jnp.float32)
 
   def select(observation):
-    return ({OBSERVATION: observation[OBSERVATION], GOAL: observation[GOAL]}
-            if goal_conditioned else {OBSERVATION: observation[OBSERVATION]})
+    if not goal_conditioned:
+      return {OBSERVATION: observation[OBSERVATION]}
+    inputs = {OBSERVATION: observation[OBSERVATION], GOAL: observation[GOAL]}
+    if config.goal_relative_features:
+      inputs[GOAL_MINUS_OBSERVATION] = goal_minus_observation(observation)
+    return inputs
 
   def preactivation_fn(observation):
     x = LayerNormMLP(config.policy_layer_sizes)(
