@@ -12,12 +12,14 @@ import time
 import psutil
 import pytest
 
+from metamimic_jax import demo_sets
 from metamimic_jax import sizing
 from metamimic_jax import supervision
+from metamimic_jax.environments import make_domain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One actor, tiny networks, checkpoints every 30 s (the first 30 s after the start).
-FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--num_demos=12', '--batch_size=32',
+FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--batch_size=32',
          '--samples_per_insert=32', '--min_replay_size=100', '--policy_layers=32,32',
          '--critic_layers=32,32', '--eval_every_seconds=5', '--num_actors=1',
          '--progress_seconds=5', '--checkpoint_minutes=0.5', '--max_actor_steps=1000000']
@@ -32,13 +34,14 @@ STOP_SECONDS = supervision.CHECKPOINT_SECONDS + supervision.STOP_SECONDS + 30
 class Launch:
   """The program launched as a user would, its output in a file, its processes watched."""
 
-  def __init__(self, workdir):
+  def __init__(self, workdir, demo_dir):
     self._log = tempfile.TemporaryFile('w+')
     env = dict(os.environ)
     env.pop('XLA_FLAGS', None)
     self.launcher = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, 'launchpad_programs', 'imitate.py'),
-         '--lp_launch_type=local_mp', f'--workdir={workdir}', *FLAGS],
+         '--lp_launch_type=local_mp', f'--workdir={workdir}', f'--demo_dir={demo_dir}',
+         *FLAGS],
         stdout=self._log, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
         start_new_session=True)
     self.seen = {}  # pid -> psutil.Process of every node process seen.
@@ -116,12 +119,20 @@ def _saved(match):
           None if least is None else (int(least), int(most or least)))
 
 
+@pytest.fixture(scope='module', name='demo_dir')
+def _demo_dir(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp('demos'))
+  demo_sets.prepare(make_domain('point_mass'), directory, generate_if_absent=True,
+                    num_demos=12, num_workers=1)
+  return directory
+
+
 @pytest.fixture(name='launch')
-def _launch():
+def _launch(demo_dir):
   launches = []
 
   def start(workdir):
-    launches.append(Launch(workdir))
+    launches.append(Launch(workdir, demo_dir))
     return launches[-1]
 
   yield start
