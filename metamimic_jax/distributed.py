@@ -124,11 +124,10 @@ class CheckpointedCounter(counting.Counter):
         checkpointing.fingerprint(settings.domain, config),
         settings.checkpoint_minutes)
     self._checkpointer.restore()
-    self._save_lock = threading.Lock()
 
   def save_checkpoint(self) -> Dict[str, float]:
     """Saves now; returns the counts saved."""
-    with self._save_lock:
+    with self._lock:  # Counter's own: no increment between the two.
       counts = self.get_counts()
       self._checkpointer.save(force=True)
     return counts

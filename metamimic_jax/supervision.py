@@ -11,7 +11,7 @@ handler, so Launchpad ends by "Killing entire runtime", launcher included.
 Here the launcher is every node's parent, holds real exit statuses, and stops the
 program in one order: final checkpoint from the nodes still alive, then SIGTERM, then
 SIGKILL for any node that has not left within `STOP_SECONDS`. Nodes run in their own
-sessions (a terminal's Ctrl-C reaches only the launcher) and die with the launcher
+process groups (a terminal's Ctrl-C reaches only the launcher) and die with the launcher
 (PR_SET_PDEATHSIG), so nothing outlives it.
 """
 
@@ -47,8 +47,12 @@ _PR_SET_PDEATHSIG = 1
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # Looked up before any fork.
 
 
-def _die_with_parent() -> None:
-  """Runs in the child between fork and exec: one foreign call, no import, no lock."""
+def _node_process_setup() -> None:
+  """Runs in the child between fork and exec (two system calls, no import, no lock): its
+  own process group, so a terminal's Ctrl-C reaches only the launcher (not a new session:
+  with autogroup scheduling that would undo the nodes' niceness against each other), and
+  death with the launcher."""
+  os.setpgid(0, 0)
   _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -132,11 +136,11 @@ class Supervisor:
 
   def _start(self, node: _Node) -> None:
     with warnings.catch_warnings():
-      # JAX warns of any fork in its process; this child only execs (_die_with_parent).
+      # JAX warns of any fork in its process; this child only execs.
       warnings.filterwarnings('ignore', 'os.fork', RuntimeWarning)
       node.process = subprocess.Popen(
           node.command, env=node.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-          stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+          stdin=subprocess.DEVNULL, preexec_fn=_node_process_setup)
     node.output = threading.Thread(target=self._forward,
                                    args=(node.title, node.process.stdout), daemon=True)
     node.output.start()
