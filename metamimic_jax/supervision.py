@@ -166,8 +166,8 @@ class Supervisor:
         return 128 + self._signal
       for node in self._nodes:
         returncode = node.process.poll()
-        if returncode is None or (node.group == 'coordinator' and returncode == 0):
-          continue  # The coordinator leaves with 0 after lp.stop().
+        if not returncode:
+          continue  # Running, or done (as in Launchpad, status 0 is no failure).
         why = describe_exit(returncode)
         if node.group in self._restartable and node.restarts < MAX_RESTARTS:
           node.restarts += 1
