@@ -6,11 +6,16 @@ Runs the paper's domain (Jaco stacking from features) when it is available, else
 fast point-mass domain (--domain=point_mass). Demonstrations are generated on first use
 into <workdir>/demos unless --demo_dir is given, keeping the successful ones. The run stops by itself at
 --max_actor_steps, and re-running the same command resumes from the workdir.
+
+The launcher supervises the nodes (metamimic_jax/supervision.py): a dead actor or
+evaluator is restarted in place; when another node dies, or on Ctrl-C / SIGTERM, it
+checkpoints what is still alive, stops every node and exits non-zero (130 / 143 on a
+signal).
 """
 
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Collection, Sequence, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -21,6 +26,7 @@ from metamimic_jax import demonstrations
 from metamimic_jax import distributed
 from metamimic_jax import flags as config_flags
 from metamimic_jax import sizing
+from metamimic_jax import supervision
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import DOMAIN_NAMES
@@ -69,15 +75,18 @@ _EVAL_EVERY_LEARNER_STEPS = flags.DEFINE_integer(
     lower_bound=0)
 _PROGRESS_SECONDS = flags.DEFINE_float('progress_seconds', 30.0,
                                         'Seconds between progress lines.', lower_bound=1)
-_CHECKPOINT_MINUTES = flags.DEFINE_float('checkpoint_minutes', 5.0,
-                                         'Minutes between checkpoints.', lower_bound=0)
+_CHECKPOINT_MINUTES = flags.DEFINE_float(
+    'checkpoint_minutes', 5.0, 'Minutes between checkpoints (the first comes after at '
+    'most a minute).', lower_bound=0)
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 
 def make_program(settings: distributed.ProgramSettings, config: MetaMimicConfig,
                  train_demos: Sequence[demonstrations.Demonstration],
-                 colocate_actors: bool = False) -> lp.Program:
-  """The program graph; every node builds its parts through the MetaMimicBuilder."""
+                 colocate_actors: bool = False
+                 ) -> Tuple[lp.Program, Callable[[Collection[str]], str]]:
+  """The program graph, and the launcher's checkpoint of its live stateful nodes; every
+  node builds its parts through the MetaMimicBuilder."""
   builder = MetaMimicBuilder(config, make_domain(settings.domain))
   spec = distributed.environment_spec(builder, train_demos)
 
@@ -106,12 +115,14 @@ def make_program(settings: distributed.ProgramSettings, config: MetaMimicConfig,
         distributed.EvaluatorNode, settings, config, policy, learner, counter))
                   for policy in ('imitation', 'task')[:1 + config.train_task_policy]]
   with program.group('coordinator'):
-    program.add_node(lp.CourierNode(distributed.Coordinator, settings, counter, learner,
-                                    evaluators))
-  return program
+    program.add_node(lp.CourierNode(distributed.Coordinator, settings, replay, counter,
+                                    learner, evaluators))
+  return program, distributed.checkpoint_live_nodes(replay, counter, learner)
 
 
 _GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator', 'coordinator')
+# Nodes that hold nothing a checkpoint keeps: when one dies it is started again.
+_STATELESS_GROUPS = ('actor', 'evaluator')
 
 
 def _node_env(group: str):
@@ -165,12 +176,15 @@ def main(argv):
                                  train_demos, settings.max_actor_steps), flush=True)
   logging.info('Launching MetaMimic on %s with %d actors; workdir %s', settings.domain,
                settings.num_actors, settings.workdir)
-  program = make_program(settings, config, train_demos, _COLOCATE_ACTORS.value)
-  resources = None
-  if flags.FLAGS.lp_launch_type == 'local_mp':
-    resources = {group: local_multi_processing.PythonProcess(env=_node_env(group))
-                 for group in _GROUPS}
-  lp.launch(program, terminal='current_terminal', local_resources=resources)
+  program, checkpoint = make_program(settings, config, train_demos,
+                                     _COLOCATE_ACTORS.value)
+  if flags.FLAGS.lp_launch_type != 'local_mp':
+    lp.launch(program, terminal='current_terminal')
+    return
+  resources = {group: local_multi_processing.PythonProcess(env=_node_env(group))
+               for group in _GROUPS}
+  sys.exit(supervision.Supervisor(program, resources, _STATELESS_GROUPS,
+                                  checkpoint).run())
 
 
 if __name__ == '__main__':

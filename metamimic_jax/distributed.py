@@ -7,9 +7,10 @@ import json
 import os
 import threading
 import time
-from typing import Dict, Sequence
+from typing import Callable, Collection, Dict, Sequence
 
 from absl import logging
+from acme import core
 from acme import environment_loop
 from acme import specs
 from acme.utils import counting
@@ -45,7 +46,8 @@ class ProgramSettings:
   eval_subset_size: int = 3  # ... the others take this many held-out demos or episodes.
   num_task_eval_episodes: int = 10
   progress_seconds: float = 30.0
-  checkpoint_minutes: float = 5.0
+  checkpoint_minutes: float = 5.0  # Between checkpoints of learner, counter and replay ...
+  first_checkpoint_seconds: float = 60.0  # ... the first this early, if sooner.
   seed: int = 0
 
   def actor_sigma(self, actor_id: int, config: MetaMimicConfig) -> float:
@@ -98,10 +100,11 @@ def exit_on_stop() -> None:
   """Ends this node's process as soon as the program stops (call it first in __init__,
   so a node still being built when a short run ends leaves too).
 
-  For nodes whose state is already saved when the program stops (the coordinator
-  checkpoints first; Ctrl-C keeps the last periodic checkpoint): blocked inside Reverb's
-  or Courier's C++ (a rate-limited insert, a call to a counter that has exited) they
-  cannot see Launchpad's stop, and would be killed with the whole runtime.
+  For nodes whose state is already saved when the program stops (the coordinator, or on
+  a signal or a node's death the launcher, checkpoints first). This runs only when the
+  main thread next runs Python: one blocked inside Reverb's or Courier's C++ (a
+  rate-limited insert, a call to a node that has exited) leaves when the launcher
+  (`supervision.Supervisor`) kills it after its grace period.
   """
   lp.register_stop_handler(lambda: os._exit(0))  # pylint: disable=protected-access
 
@@ -111,7 +114,8 @@ def checkpoint_directory(settings: ProgramSettings, name: str) -> str:
 
 
 class CheckpointedCounter(counting.Counter):
-  """The program's step counter; restores its counts on start and saves them in run()."""
+  """The program's step counter; restores its counts on start, saves them when asked
+  (`checkpoint_program`)."""
 
   def __init__(self, settings: ProgramSettings, config: MetaMimicConfig):
     super().__init__()
@@ -121,12 +125,12 @@ class CheckpointedCounter(counting.Counter):
         settings.checkpoint_minutes)
     self._checkpointer.restore()
 
-  def run(self) -> None:
-    while not lp.wait_for_stop(5):
-      self._checkpointer.save()
-
-  def save_checkpoint(self) -> None:
-    self._checkpointer.save(force=True)
+  def save_checkpoint(self) -> Dict[str, float]:
+    """Saves now; returns the counts saved."""
+    with self._lock:  # Counter's own: no increment between the two.
+      counts = self.get_counts()
+      self._checkpointer.save(force=True)
+    return counts
 
 
 class LearnerNode:
@@ -136,34 +140,63 @@ class LearnerNode:
                counter):
     exit_on_stop()
     parts = _Parts(settings, config)
-    self._replay = replay
     self._learner = parts.builder.make_learner(
         jax.random.PRNGKey(settings.seed), parts.networks,
         parts.builder.make_dataset_iterator(replay.server_address, parts.spec),
         parts.spec,
         counter=counting.Counter(counter, 'learner'),
         logger=loggers.make_logger(settings.workdir, 'learner'))
+    self._pinned = _PinnedState(self._learner)
     self._checkpointer = checkpointing.Checkpointer(
-        checkpoint_directory(settings, 'learner'), {'learner': self._learner},
+        checkpoint_directory(settings, 'learner'), {'learner': self._pinned},
         checkpointing.fingerprint(settings.domain, config), settings.checkpoint_minutes)
     self._checkpointer.restore()
-    self._lock = threading.Lock()
+    self._save_lock = threading.Lock()
+    # The learner's checkpoint says how many steps it took: the counter, saved at
+    # another moment (or later, when the learner died), follows it.
+    steps = int(self._learner.save().steps)
+    counts = counter.get_counts()
+    if counts.get('learner_steps', 0) != steps:
+      counter.increment(learner_steps=steps - counts.get('learner_steps', 0))
+    # Actors wait for this node's variables, so nothing was added since the restore.
+    print(f'learner starts at step {steps}: actor steps '
+          f'{counts.get("actor_steps", 0):.0f}, replay {replay_size(replay)} items',
+          flush=True)
 
   def run(self) -> None:
     with signals.runtime_terminator():
       while True:
-        with self._lock:
-          self._learner.step()
-        if self._checkpointer.save() is not None:
-          self._replay.checkpoint()
+        self._learner.step()
 
   def get_variables(self, names: Sequence[str]):
     return self._learner.get_variables(names)
 
-  def save_checkpoint(self) -> None:
-    with self._lock:
+  def save_checkpoint(self) -> int:
+    """Saves the state of the last finished step (steps replace the state whole);
+    returns its step."""
+    with self._save_lock:
+      steps = int(self._pinned.pin().steps)
       self._checkpointer.save(force=True)
-    self._replay.checkpoint()
+    return steps
+
+
+class _PinnedState(core.Saveable):
+  """A learner's state as `pin()` took it: the checkpoint then holds a known step while
+  the learner steps on."""
+
+  def __init__(self, learner: core.Saveable):
+    self._learner = learner
+    self._state = None
+
+  def pin(self):
+    self._state = self._learner.save()
+    return self._state
+
+  def save(self):
+    return self._state
+
+  def restore(self, state) -> None:
+    self._learner.restore(state)
 
 
 # Scheduling priorities (added niceness) of the nodes that must not take the learner's
@@ -283,32 +316,41 @@ class EvaluatorNode:
 
 
 class Coordinator:
-  """Ends the program at max_actor_steps after a final checkpoint and evaluation report."""
+  """Checkpoints learner, counter and replay together, early and then periodically;
+  ends the program at max_actor_steps after a final checkpoint and evaluation report."""
 
-  def __init__(self, settings: ProgramSettings, counter, learner, evaluators):
+  def __init__(self, settings: ProgramSettings, replay, counter, learner, evaluators):
     self._settings = settings
+    self._replay = replay
     self._counter = counter
     self._learner = learner
     self._evaluators = evaluators
+
+  def _checkpoint(self) -> None:
+    print(checkpoint_program(self._learner, self._counter, self._replay), flush=True)
 
   def run(self) -> None:
     start = time.time()
     progress = Progress(self._settings.max_actor_steps)
     last_print = start
+    period = 60 * self._settings.checkpoint_minutes
+    next_checkpoint = start + min(self._settings.first_checkpoint_seconds, period)
     while True:
       counts = self._counter.get_counts()
       steps = counts.get('actor_steps', 0)
       if steps >= self._settings.max_actor_steps:
         break
+      if time.time() >= next_checkpoint:
+        self._checkpoint()
+        next_checkpoint = time.time() + period
       if time.time() - last_print >= self._settings.progress_seconds:
         last_print = time.time()
         print(progress.line(counts, last_print, self._evaluators[0].latest()),
               flush=True)
-      if lp.wait_for_stop(2):  # Stopped from outside (Ctrl-C): nothing to report.
+      if lp.wait_for_stop(2):  # Stopped from outside: the launcher checkpoints.
         return
     logging.info('Reached %d actor steps; finishing.', steps)
-    self._learner.save_checkpoint()
-    self._counter.save_checkpoint()
+    self._checkpoint()
     report = write_report(self._settings,
                           [e.evaluate(full=True) for e in self._evaluators],
                           self._counter.get_counts(), time.time() - start)
@@ -372,6 +414,42 @@ def write_report(settings: ProgramSettings, results: Sequence[Dict[str, float]],
   with open(path, 'w') as f:
     json.dump(report, f, indent=2, default=float)
   return path
+
+
+def replay_size(replay) -> int:
+  """Items in every table of a Reverb client's server."""
+  return sum(info.current_size for info in replay.server_info().values())
+
+
+def checkpoint_program(learner=None, counter=None, replay=None) -> str:
+  """Checkpoints learner, counter and replay (clients of their nodes; None for a dead
+  one), one right after the other; returns what was saved, in one line."""
+  saved = []
+  if learner is not None:
+    saved.append(f'learner step {learner.save_checkpoint()}')
+  if counter is not None:
+    saved.append(f'actor steps {counter.save_checkpoint().get("actor_steps", 0):.0f}')
+  if replay is not None:
+    before = replay_size(replay)  # Actors go on adding while Reverb saves.
+    replay.checkpoint()
+    after = replay_size(replay)
+    saved.append(f'replay {before} items' if before == after else
+                 f'replay {before}-{after} items')
+  return 'checkpoint: ' + (', '.join(saved) if saved else 'nothing left to save')
+
+
+def checkpoint_live_nodes(replay, counter, learner
+                          ) -> Callable[[Collection[str]], str]:
+  """For the launcher: checkpoints, through the program's handles, those of learner,
+  counter and replay whose group is in `alive_groups`."""
+
+  def checkpoint(alive_groups: Collection[str]) -> str:
+    handles = {'learner': learner, 'counter': counter, 'replay': replay}
+    return checkpoint_program(**{
+        group: handle.dereference() if group in alive_groups else None
+        for group, handle in handles.items()})
+
+  return checkpoint
 
 
 def check_resumable(settings: ProgramSettings, config: MetaMimicConfig) -> None:
