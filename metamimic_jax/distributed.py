@@ -23,6 +23,7 @@ from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import evaluation
 from metamimic_jax import loggers
+from metamimic_jax import numerics
 from metamimic_jax import plotting
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
@@ -152,7 +153,10 @@ class LearnerNode:
     with signals.runtime_terminator():
       while True:
         with self._lock:
-          self._learner.step()
+          try:
+            self._learner.step()
+          except numerics.NonFiniteError as e:  # One line, exit status 1.
+            raise SystemExit(f'error: {e}') from None
         if self._checkpointer.save() is not None:
           self._replay.checkpoint()
 
