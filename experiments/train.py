@@ -56,7 +56,7 @@ def main(argv):
       eval_every_env_steps=_EVAL_EVERY.value, seed=_SEED.value)
   try:
     results = training.run(settings, config)
-  except (demonstrations.DemonstrationError, checkpointing.CheckpointError,
+  except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError,
           numerics.NonFiniteError) as e:
     sys.exit(f'error: {e}')
   logging.info('Final held-out evaluation: %s', results)
