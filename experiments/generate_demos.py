@@ -19,6 +19,7 @@ from absl import logging
 import metamimic_jax  # pylint: disable=unused-import  # Sets the process environment.
 from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
+from metamimic_jax import storage
 from metamimic_jax.environments import DOMAIN_NAMES
 from metamimic_jax.environments import make_domain
 
@@ -77,6 +78,10 @@ def main(argv):
   except ValueError as e:  # The domain refuses its arguments.
     raise app.UsageError(str(e)) from e
 
+  try:
+    storage.check_writable(_OUTPUT_DIR.value)
+  except OSError as e:
+    sys.exit(f'error: {e}')
   num_demos = _NUM_DEMOS.value
   logging.info('Recording %d %s demonstrations (up to %d frames each) with %d workers.',
                num_demos, domain.name, domain.demo_length, _NUM_WORKERS.value)
@@ -86,7 +91,7 @@ def main(argv):
         domain, _OUTPUT_DIR.value, range(_SEED.value, _SEED.value + num_demos),
         _HELD_OUT_FRACTION.value, _NUM_WORKERS.value,
         successful_only=_SUCCESSFUL_ONLY.value, split_seed=_SEED.value)
-  except demos_lib.DemonstrationError as e:
+  except (OSError, demos_lib.DemonstrationError) as e:
     sys.exit(f'error: {e}')
 
   elapsed = time.time() - start

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import checkpointing
 from metamimic_jax import demonstrations
+from metamimic_jax import numerics
 from metamimic_jax import training
 from metamimic_jax import flags as config_flags
 from metamimic_jax.environments import DOMAIN_NAMES
@@ -55,8 +56,8 @@ def main(argv):
       eval_every_env_steps=_EVAL_EVERY.value, seed=_SEED.value)
   try:
     results = training.run(settings, config)
-  except (demonstrations.DemonstrationError, checkpointing.CheckpointError) as e:
-    logging.error('%s', e)
+  except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError,
+          numerics.NonFiniteError) as e:
     sys.exit(f'error: {e}')
   logging.info('Final held-out evaluation: %s', results)
 

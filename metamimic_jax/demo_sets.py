@@ -65,8 +65,13 @@ def generate(domain: Domain, directory: str, seeds: Sequence[int],
         'too few to split into train and held-out sets; record more (--num_demos)')
   train, held_out = demos_lib.split(kept, held_out_fraction, split_seed)
   os.makedirs(directory, exist_ok=True)
-  demos_lib.save(os.path.join(directory, TRAIN_FILE), train, domain.name)
-  demos_lib.save(os.path.join(directory, HELD_OUT_FILE), held_out, domain.name)
+  train_path = os.path.join(directory, TRAIN_FILE)
+  demos_lib.save(train_path, train, domain.name)
+  try:
+    demos_lib.save(os.path.join(directory, HELD_OUT_FILE), held_out, domain.name)
+  except OSError:
+    os.remove(train_path)  # A set is both files or neither.
+    raise
   return DemoSet(train, held_out, recorded)
 
 

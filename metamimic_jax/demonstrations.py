@@ -47,7 +47,17 @@ def save(path: str, demos: Sequence[Demonstration], domain: str) -> None:
   for i, demo in enumerate(demos):
     _validate_demo(demo, f'{path}: demo {i}')
   tmp_path = f'{path}.tmp{os.getpid()}'
-  with h5py.File(tmp_path, 'w') as f:
+  try:
+    _write(tmp_path, demos, domain)
+    os.replace(tmp_path, path)
+  except OSError as e:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+    raise OSError(f'{path}: could not write the demonstrations ({e})') from e
+
+
+def _write(path: str, demos: Sequence[Demonstration], domain: str) -> None:
+  with h5py.File(path, 'w') as f:
     f.attrs['format'] = FORMAT_NAME
     f.attrs['version'] = FORMAT_VERSION
     f.attrs['domain'] = domain
@@ -60,7 +70,6 @@ def save(path: str, demos: Sequence[Demonstration], domain: str) -> None:
         for key, value in arrays.items():
           sub.create_dataset(key, data=value)
       group.create_dataset('task_rewards', data=demo.task_rewards)
-  os.replace(tmp_path, path)
 
 
 def load(path: str,

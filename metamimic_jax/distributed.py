@@ -24,7 +24,9 @@ from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import evaluation
 from metamimic_jax import loggers
+from metamimic_jax import numerics
 from metamimic_jax import plotting
+from metamimic_jax import storage
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import make_domain
@@ -70,13 +72,11 @@ def prepare_workdir(settings: ProgramSettings, config: MetaMimicConfig,
   Generates the demonstrations first if asked and they are absent, keeping the
   successful ones.
 
-  Raises OSError (unwritable workdir), CheckpointError (incompatible checkpoints) or
+  Raises OSError (unwritable or full workdir), CheckpointError (incompatible checkpoints) or
   DemonstrationError (missing or bad demonstrations, too few successes), each with a
   clear message.
   """
-  os.makedirs(settings.workdir, exist_ok=True)
-  if not os.access(settings.workdir, os.R_OK | os.W_OK | os.X_OK):
-    raise OSError(f'{settings.workdir}: the workdir is not readable and writable')
+  storage.check_writable(settings.workdir)
   check_resumable(settings, config)
   train, _ = demo_sets.prepare(
       make_domain(settings.domain), settings.demo_dir, generate_if_absent=generate_demos,
@@ -166,7 +166,10 @@ class LearnerNode:
   def run(self) -> None:
     with signals.runtime_terminator():
       while True:
-        self._learner.step()
+        try:
+          self._learner.step()
+        except numerics.NonFiniteError as e:  # One line, exit status 1.
+          raise SystemExit(f'error: {e}') from None
 
   def get_variables(self, names: Sequence[str]):
     return self._learner.get_variables(names)

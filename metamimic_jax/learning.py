@@ -18,6 +18,7 @@ import optax
 
 from metamimic_jax import jax_utils
 from metamimic_jax import losses
+from metamimic_jax import numerics
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.keys import IMITATION, TASK
 from metamimic_jax.networks import ActorCriticNetworks, MetaMimicNetworks
@@ -160,6 +161,13 @@ def make_sgd_step(networks: MetaMimicNetworks, config: MetaMimicConfig,
   return sgd_step
 
 
+def online_parameters(state: TrainingState) -> Dict[str, optax.Params]:
+  """The parameters a step trains, by name (every step checks they stay finite)."""
+  agents = {IMITATION: state.imitation, TASK: state.task}
+  return {f'{name}/{part}': getattr(agent, part) for name, agent in agents.items()
+          if agent is not None for part in ('policy_params', 'critic_params')}
+
+
 class MetaMimicLearner(acme.Learner):
   """Runs the pmapped sgd_step on batches from a sharded, device-prefetched iterator."""
 
@@ -192,13 +200,19 @@ class MetaMimicLearner(acme.Learner):
     self._state = jax_utils.replicate(state, self._devices)
     # No buffer donation: get_variables may read the previous state from another
     # (Courier) thread while a step runs.
-    self._sgd_step = jax.pmap(make_sgd_step(networks, config, axis_name='devices'),
-                              axis_name='devices', devices=self._devices)
+    self._sgd_step = jax.pmap(
+        numerics.with_finite_flag(make_sgd_step(networks, config, axis_name='devices'),
+                                  online_parameters),
+        axis_name='devices', devices=self._devices)
     self._timestamp = None
 
   def step(self) -> None:
+    """One update; NonFiniteError (the state left as it was) if it is not finite."""
     transitions = next(self._iterator)
-    self._state, metrics = self._sgd_step(self._state, transitions)
+    state, metrics, finite = self._sgd_step(self._state, transitions)
+    numerics.check(finite, lambda: int(jax_utils.get_from_first_device(state.steps)),
+                   metrics, online_parameters(state))  # Raises NonFiniteError.
+    self._state = state
     now = time.time()
     elapsed = 0.0 if self._timestamp is None else now - self._timestamp
     self._timestamp = now

@@ -19,6 +19,7 @@ from metamimic_jax import demo_sets
 from metamimic_jax import evaluation
 from metamimic_jax import loggers
 from metamimic_jax import plotting
+from metamimic_jax import storage
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import make_domain
@@ -42,9 +43,17 @@ class TrainSettings:
 
 
 def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
-  """Trains until max_env_steps (or the wall-time limit); returns the last evaluation."""
+  """Trains until max_env_steps (or the wall-time limit); returns the last evaluation.
+
+  Checks the workdir, its checkpoints and the demonstrations before anything else:
+  raises OSError, CheckpointError or DemonstrationError, with a clear message.
+  """
   start = time.time()
   domain = make_domain(settings.domain)
+  storage.check_writable(settings.workdir)
+  checkpoint_directory = os.path.join(settings.workdir, 'checkpoints')
+  fingerprint = checkpointing.fingerprint(domain.name, config)
+  checkpointing.check_directory(checkpoint_directory, fingerprint)
   demo_dir = settings.demo_dir or os.path.join(settings.workdir, 'demos')
   train_demos, held_out_demos = demo_sets.prepare(
       domain, demo_dir, generate_if_absent=settings.demo_dir is None,
@@ -87,9 +96,7 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   eval_logger = loggers.make_logger(settings.workdir, 'evaluator', time_delta=0)
 
   checkpointer = checkpointing.Checkpointer(
-      os.path.join(settings.workdir, 'checkpoints'),
-      {'learner': learner, 'counter': counter},
-      checkpointing.fingerprint(domain.name, config),
+      checkpoint_directory, {'learner': learner, 'counter': counter}, fingerprint,
       settings.checkpoint_minutes)
   if checkpointer.restore():
     logging.info('Resumed from %s at %s', checkpointer.directory, counter.get_counts())
