@@ -4,19 +4,20 @@ A checkpoint records a fingerprint of the config it was made with; restoring und
 different fingerprint is refused with a message instead of silently mixing states.
 """
 
+import ast
 import dataclasses
 import glob
 import os
 import pickle
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from absl import logging
 from acme import core
 import jax
 import numpy as np
 
-from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.config import FeatureGroup, MetaMimicConfig
 
 
 class CheckpointError(RuntimeError):
@@ -118,3 +119,35 @@ def read(path: str) -> Mapping[str, Any]:
 
 def _to_numpy(tree):
   return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def newest_fingerprint(directory: str) -> Optional[Mapping[str, str]]:
+  """The fingerprint of the newest checkpoint in `directory` (None: no checkpoint)."""
+  paths = checkpoint_paths(directory)
+  return read(paths[-1])['fingerprint'] if paths else None
+
+
+def config_from_fingerprint(found: Mapping[str, str]) -> Tuple[str, MetaMimicConfig]:
+  """The domain name and config a checkpoint was made with, read back from its
+  fingerprint (field reprs, parsed with ast.literal_eval: nothing is executed).
+
+  Raises CheckpointError if a field is unknown here or unreadable.
+  """
+  fields = {field.name for field in dataclasses.fields(MetaMimicConfig)}
+  unknown = sorted(set(found) - fields - {'domain'})
+  if unknown or 'domain' not in found:
+    raise CheckpointError(f'fingerprint fields {unknown or ["domain"]} are '
+                          f'{"unknown to" if unknown else "missing in"} this version')
+  values = {}
+  for name in fields & set(found):
+    try:
+      values[name] = ast.literal_eval(found[name])
+    except (SyntaxError, ValueError) as e:
+      raise CheckpointError(f'fingerprint field {name}={found[name]!r}: {e}') from e
+  try:
+    # `fingerprint` wrote the feature groups as dicts (dataclasses.asdict).
+    values['reward_groups'] = tuple(FeatureGroup(**group)
+                                    for group in values.get('reward_groups', ()))
+    return found['domain'], MetaMimicConfig(**values)
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f'fingerprint is not a valid config: {e}') from e
