@@ -24,10 +24,16 @@ class CheckpointError(RuntimeError):
   """A checkpoint that cannot be restored here; the message says why."""
 
 
-def fingerprint(domain_name: str, config: MetaMimicConfig) -> Dict[str, str]:
-  """What a checkpoint must match to be resumed: the domain and every config field."""
+TASK_ONLY = 'task_only'  # The fingerprint's 'agent' of the task-only D4PG baseline.
+
+
+def fingerprint(domain_name: str, config: MetaMimicConfig,
+                task_only: bool = False) -> Dict[str, str]:
+  """What a checkpoint must match to be resumed: the domain, every config field, and
+  for the task-only baseline its agent (MetaMimic's checkpoints carry no 'agent')."""
   return {'domain': domain_name,
-          **{k: repr(v) for k, v in dataclasses.asdict(config).items()}}
+          **{k: repr(v) for k, v in dataclasses.asdict(config).items()},
+          **({'agent': TASK_ONLY} if task_only else {})}
 
 
 class Checkpointer:
@@ -127,14 +133,15 @@ def newest_fingerprint(directory: str) -> Optional[Mapping[str, str]]:
   return read(paths[-1])['fingerprint'] if paths else None
 
 
-def config_from_fingerprint(found: Mapping[str, str]) -> Tuple[str, MetaMimicConfig]:
-  """The domain name and config a checkpoint was made with, read back from its
-  fingerprint (field reprs, parsed with ast.literal_eval: nothing is executed).
+def config_from_fingerprint(found: Mapping[str, str]
+                            ) -> Tuple[str, MetaMimicConfig, bool]:
+  """The domain name, config and task-only flag a checkpoint was made with, read back
+  from its fingerprint (field reprs, parsed with ast.literal_eval: nothing is executed).
 
   Raises CheckpointError if a field is unknown here or unreadable.
   """
   fields = {field.name for field in dataclasses.fields(MetaMimicConfig)}
-  unknown = sorted(set(found) - fields - {'domain'})
+  unknown = sorted(set(found) - fields - {'domain', 'agent'})
   if unknown or 'domain' not in found:
     raise CheckpointError(f'fingerprint fields {unknown or ["domain"]} are '
                           f'{"unknown to" if unknown else "missing in"} this version')
@@ -148,6 +155,7 @@ def config_from_fingerprint(found: Mapping[str, str]) -> Tuple[str, MetaMimicCon
     # `fingerprint` wrote the feature groups as dicts (dataclasses.asdict).
     values['reward_groups'] = tuple(FeatureGroup(**group)
                                     for group in values.get('reward_groups', ()))
-    return found['domain'], MetaMimicConfig(**values)
+    return (found['domain'], MetaMimicConfig(**values),
+            found.get('agent') == TASK_ONLY)
   except (TypeError, ValueError) as e:
     raise CheckpointError(f'fingerprint is not a valid config: {e}') from e

@@ -27,7 +27,7 @@ LEARNER_CHECKPOINT_DIRECTORIES = (os.path.join('checkpoints', 'learner'),  # Lau
 class SavedRun(NamedTuple):
   domain: base.Domain
   config: MetaMimicConfig
-  builder: MetaMimicBuilder
+  builder: MetaMimicBuilder  # Task-only for the task-only baseline's runs.
   checkpoint_directory: str
 
 
@@ -42,28 +42,30 @@ def open_run(workdir: str) -> SavedRun:
     raise checkpointing.CheckpointError(
         f'{workdir}: no checkpoint in ' +
         ' or '.join(os.path.join(workdir, d) for d in LEARNER_CHECKPOINT_DIRECTORIES))
-  domain_name, config = checkpointing.config_from_fingerprint(found)
+  domain_name, config, task_only = checkpointing.config_from_fingerprint(found)
   try:
     domain = make_domain(domain_name)
   except ValueError as e:
     raise checkpointing.CheckpointError(f'{directory}: {e}') from e
-  return SavedRun(domain, config, MetaMimicBuilder(config, domain), directory)
+  return SavedRun(domain, config, MetaMimicBuilder(config, domain, task_only), directory)
 
 
 def restore_policies(run: SavedRun, environment_spec: specs.EnvironmentSpec,
                      seed: int = 0) -> Dict[str, acting.MetaMimicActor]:
-  """Noise-free actors of the run's trained policies ('imitation', and 'task' when the
-  run trained one), with the learner's parameters restored from its newest checkpoint."""
+  """Noise-free actors of the run's trained policies ('imitation' unless the run is
+  task-only, and 'task' when it trained one), with the learner's parameters restored
+  from its newest checkpoint. `environment_spec`: its training environment's."""
   builder = run.builder
   networks = builder.make_networks(environment_spec)
   learner = builder.make_learner(jax.random.PRNGKey(seed), networks, iter(()),
                                  environment_spec)
   checkpointer = checkpointing.Checkpointer(
       run.checkpoint_directory, {'learner': learner},
-      checkpointing.fingerprint(run.domain.name, run.config))
+      checkpointing.fingerprint(run.domain.name, run.config, builder.task_only))
   if not checkpointer.restore():
     raise checkpointing.CheckpointError(f'{run.checkpoint_directory}: no checkpoint')
-  policies = ('imitation', 'task') if run.config.train_task_policy else ('imitation',)
+  policies = (() if builder.task_only else ('imitation',)) + (
+      ('task',) if run.config.train_task_policy else ())
   return {policy: builder.make_actor(jax.random.PRNGKey(seed), networks, environment_spec,
                                      learner, policy=policy, sigma=0)
           for policy in policies}
