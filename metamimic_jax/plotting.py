@@ -152,3 +152,22 @@ def plot_trajectory_overlay(imitations: Mapping[str, evaluation.Imitation],
   fig.tight_layout()
   fig.savefig(png, dpi=80)
   plt.close(fig)
+
+
+def plot_task_policy_comparison(report: Mapping[str, Mapping], png: str) -> None:
+  """Success rate and steps to first success per agent: means over training seeds with
+  their standard deviation (a `task_policy.py` report)."""
+  names = [name for name in ('metamimic', 'task_only', 'demonstrators') if name in report]
+  fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+  for ax, key in zip(axes, ('task_success', 'task_steps_to_success')):
+    means = [report[name][key]['mean'] for name in names]
+    stds = [report[name][key]['std'] for name in names]
+    ax.bar(names, [np.nan if m is None else m for m in means],
+           yerr=[0 if s is None else s for s in stds], capsize=4,
+           color=[f'C{i}' for i in range(len(names))])
+    ax.set_ylabel(key.replace('_', ' '))
+    ax.grid(alpha=0.3, axis='y')
+  axes[0].set_ylim(0, 1.05)
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)
