@@ -139,6 +139,10 @@ def _write_csv(path, imitations, environment):
 def evaluate(workdir: str, demos_path: str, output_dir: str) -> dict:
   """Writes the evaluation of `workdir`'s run on `demos_path` to `output_dir`."""
   run = saved_runs.open_run(workdir)
+  if run.builder.task_only:
+    raise checkpointing.CheckpointError(
+        f'{run.checkpoint_directory}: a task-only run has no imitation policy; '
+        'experiments/task_policy.py evaluates its task policy')
   raw_spec = run.domain.make_environment(0).observation_spec()
   demos = demonstrations.load(demos_path, domain=run.domain.name,
                               observation_shapes={k: s.shape for k, s in raw_spec.items()})
