@@ -54,7 +54,8 @@ class Imitation:
   imitation_rewards: np.ndarray  # [T-1]
   task_rewards: np.ndarray  # [T-1]
   tracking_errors: Dict[str, np.ndarray]  # The domain's errors, name -> [T-1].
-  observations: Dict[str, np.ndarray]  # The imitation's raw observations, [T, ...].
+  # The imitation's raw feature observations, [T, ...] (images left out: memory).
+  observations: Dict[str, np.ndarray]
 
   @property
   def reward(self) -> float:
@@ -76,7 +77,8 @@ def imitate(actor: core.Actor, environment: base.DemoConditionedEnvironment,
       imitation_rewards=np.array([ts.reward[keys.IMITATION] for ts in timesteps[1:]]),
       task_rewards=np.array([ts.reward[keys.TASK] for ts in timesteps[1:]]),
       tracking_errors={name: np.array([e[name] for e in errors]) for name in errors[0]},
-      observations={k: np.stack([o[k] for o in observations]) for k in observations[0]})
+      observations={k: np.stack([o[k] for o in observations])
+                    for k, v in observations[0].items() if v.dtype != np.uint8})
 
 
 def summarize_imitations(imitations: Sequence[Imitation]) -> Dict[str, float]:
