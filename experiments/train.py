@@ -43,17 +43,23 @@ _MAX_WALL_MINUTES = flags.DEFINE_float('max_wall_minutes', 0.0,
 _EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 10_000,
                                    'Actor steps between evaluations.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_AGENT = flags.DEFINE_enum(
+    'agent', 'metamimic', training.AGENTS, "'task_only': the task-policy experiment's "
+    'baseline, the same D4PG learner on the task reward alone, without demonstrations.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = config_flags.config_from_flags()
+  if _AGENT.value == checkpointing.TASK_ONLY and not config.train_task_policy:
+    raise app.UsageError('--agent=task_only trains the task policy: drop '
+                         '--notrain_task_policy')
   settings = training.TrainSettings(
       domain=_DOMAIN.value, workdir=_WORKDIR.value or f'runs/{_DOMAIN.value}',
       demo_dir=_DEMO_DIR.value, num_demos=_NUM_DEMOS.value,
       max_env_steps=_MAX_ENV_STEPS.value, max_wall_minutes=_MAX_WALL_MINUTES.value,
-      eval_every_env_steps=_EVAL_EVERY.value, seed=_SEED.value)
+      eval_every_env_steps=_EVAL_EVERY.value, seed=_SEED.value, agent=_AGENT.value)
   try:
     results = training.run(settings, config)
   except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError,

@@ -1,11 +1,12 @@
 """Baselines that learning benchmarks print beside the agent: demonstrators, raw env speed."""
 
 import time
-from typing import Dict
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from metamimic_jax import demonstrators
+from metamimic_jax import evaluation
 from metamimic_jax import keys
 from metamimic_jax.environments import base
 
@@ -35,6 +36,19 @@ def demonstrator_imitation(domain: base.Domain,
   return {'imitation_reward': float(np.mean(rewards)),
           'task_steps_to_success': (float(np.mean(steps_to_success))
                                     if steps_to_success else float('nan'))}
+
+
+def demonstrator_task_by_seed(domain: base.Domain,
+                              seeds: Sequence[int]) -> List[Optional[int]]:
+  """Steps to first task success of the demonstrator in one fresh episode per seed
+  (None: not solved), from the same initial states as `task_policy_by_seed`'s."""
+  steps = []
+  for seed in seeds:
+    environment = domain.make_environment(seed)
+    demonstrator = demonstrators.make_demonstrator(domain, seed, environment)
+    rewards = [ts.reward for ts in base.run_episode(environment, demonstrator)[1:]]
+    steps.append(evaluation.steps_to_success(rewards))
+  return steps
 
 
 def raw_env_steps_per_second(domain: base.Domain, seconds: float = 3.0) -> float:

@@ -1,6 +1,6 @@
 """MetaMimicBuilder: the only place replay, adder, dataset, actors and learner are wired."""
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Union
 
 from acme import adders
 from acme import specs
@@ -24,15 +24,44 @@ from metamimic_jax.environments import base as env_base
 
 
 class MetaMimicBuilder:
-  """Builds every MetaMimic component from one config and one domain."""
+  """Builds every MetaMimic component from one config and one domain.
 
-  def __init__(self, config: MetaMimicConfig, domain: env_base.Domain):
+  `task_only` builds the baseline of the task-policy experiment instead: the same D4PG
+  learner trained on the task reward alone, without demonstrations, its actors running
+  the task policy from the task's own initial states.
+  """
+
+  def __init__(self, config: MetaMimicConfig, domain: env_base.Domain,
+               task_only: bool = False):
+    if task_only and not config.train_task_policy:
+      raise ValueError('a task-only agent trains the task policy: '
+                       'train_task_policy must be True')
     self._config = config
     self._domain = domain
+    self._task_only = task_only
 
   @property
   def config(self) -> MetaMimicConfig:
     return self._config
+
+  @property
+  def task_only(self) -> bool:
+    return self._task_only
+
+  @property
+  def acting_policy(self) -> str:
+    """The policy the training actors run: 'imitation', or 'task' for task-only."""
+    return 'task' if self._task_only else 'imitation'
+
+  def make_training_environment(
+      self, demonstrations: Sequence[demos_lib.Demonstration], seed: int
+  ) -> Union[env_base.DemoConditionedEnvironment, env_base.TaskEnvironment]:
+    """The training actors' environment: imitation of `demonstrations`; task-only:
+    fresh task episodes paying {'task': reward} (demonstrations unused)."""
+    if self._task_only:
+      return env_base.TaskEnvironment(self._domain, seed, keyed_reward=True,
+                                      action_repeat=self._config.action_repeat)
+    return self.make_demo_environment(demonstrations, seed)
 
   @property
   def reward_groups(self):
@@ -116,7 +145,7 @@ class MetaMimicBuilder:
     dummy_observation, dummy_action = networks_lib.dummy_inputs(environment_spec)
     return learning.MetaMimicLearner(
         networks, random_key, iterator, dummy_observation, dummy_action, self._config,
-        devices=devices, counter=counter, logger=logger)
+        devices=devices, counter=counter, logger=logger, task_only=self._task_only)
 
   def make_actor(self, random_key: jax.Array,
                  networks: networks_lib.MetaMimicNetworks,

@@ -12,6 +12,7 @@ different fingerprint is refused with a message instead of silently mixing state
 A truncated or corrupted newest checkpoint is skipped with a warning for the one before.
 """
 
+import ast
 import dataclasses
 import glob
 import json
@@ -27,7 +28,7 @@ from acme import core
 import jax
 import numpy as np
 
-from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.config import FeatureGroup, MetaMimicConfig
 
 FORMAT_NAME = 'metamimic-checkpoint'
 FORMAT_VERSION = 1
@@ -50,10 +51,16 @@ class CorruptCheckpointError(CheckpointError):
   """A checkpoint whose files are missing, truncated or malformed."""
 
 
-def fingerprint(domain_name: str, config: MetaMimicConfig) -> Dict[str, str]:
-  """What a checkpoint must match to be resumed: the domain and every config field."""
+TASK_ONLY = 'task_only'  # The fingerprint's 'agent' of the task-only D4PG baseline.
+
+
+def fingerprint(domain_name: str, config: MetaMimicConfig,
+                task_only: bool = False) -> Dict[str, str]:
+  """What a checkpoint must match to be resumed: the domain, every config field, and
+  for the task-only baseline its agent (MetaMimic's checkpoints carry no 'agent')."""
   return {'domain': domain_name,
-          **{k: repr(v) for k, v in dataclasses.asdict(config).items()}}
+          **{k: repr(v) for k, v in dataclasses.asdict(config).items()},
+          **({'agent': TASK_ONLY} if task_only else {})}
 
 
 class Checkpointer:
@@ -390,3 +397,37 @@ def _plain(node: Dict[str, Any], arrays: Mapping[str, np.ndarray], where: str):
     return children if kind == 'list' else tuple(children)
   raise CheckpointError(f'{where}: holds {_node_kind(node)}, which this object does '
                         'not have')
+
+
+def newest_fingerprint(directory: str) -> Optional[Mapping[str, str]]:
+  """The fingerprint of the newest checkpoint in `directory` (None: no checkpoint)."""
+  found = newest_usable(directory)
+  return found[1]['fingerprint'] if found is not None else None
+
+
+def config_from_fingerprint(found: Mapping[str, str]
+                            ) -> Tuple[str, MetaMimicConfig, bool]:
+  """The domain name, config and task-only flag a checkpoint was made with, read back
+  from its fingerprint (field reprs, parsed with ast.literal_eval: nothing is executed).
+
+  Raises CheckpointError if a field is unknown here or unreadable.
+  """
+  fields = {field.name for field in dataclasses.fields(MetaMimicConfig)}
+  unknown = sorted(set(found) - fields - {'domain', 'agent'})
+  if unknown or 'domain' not in found:
+    raise CheckpointError(f'fingerprint fields {unknown or ["domain"]} are '
+                          f'{"unknown to" if unknown else "missing in"} this version')
+  values = {}
+  for name in fields & set(found):
+    try:
+      values[name] = ast.literal_eval(found[name])
+    except (SyntaxError, ValueError) as e:
+      raise CheckpointError(f'fingerprint field {name}={found[name]!r}: {e}') from e
+  try:
+    # `fingerprint` wrote the feature groups as dicts (dataclasses.asdict).
+    values['reward_groups'] = tuple(FeatureGroup(**group)
+                                    for group in values.get('reward_groups', ()))
+    return (found['domain'], MetaMimicConfig(**values),
+            found.get('agent') == TASK_ONLY)
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f'fingerprint is not a valid config: {e}') from e

@@ -1,5 +1,6 @@
 """One-shot imitation and task evaluation."""
 
+import dataclasses
 from typing import Dict, List, Optional, Sequence
 
 from acme import core
@@ -46,60 +47,107 @@ def scheduled_subset(round_index: int, num_items: int, subset_size: int,
   return [(start + i) % num_items for i in range(subset_size)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Imitation:
+  """One one-shot imitation of one demonstration, step by step (steps 1 .. S: S = T-1
+  frames, or fewer steps when each holds its action for several frames)."""
+  demo_index: int
+  imitation_rewards: np.ndarray  # [S]
+  task_rewards: np.ndarray  # [S]
+  tracking_errors: Dict[str, np.ndarray]  # The domain's errors, name -> [S].
+  # The imitation's raw feature observations, [S + 1, ...] (images left out: memory).
+  observations: Dict[str, np.ndarray]
+
+  @property
+  def reward(self) -> float:
+    """The mean per-step imitation reward (1.0 is a perfect copy)."""
+    return float(np.mean(self.imitation_rewards))
+
+
+def imitate(actor: core.Actor, environment: base.DemoConditionedEnvironment,
+            index: int) -> Imitation:
+  """Imitates demonstration `index` once (no noise unless the actor adds it)."""
+  environment.select_demonstration(index)
+  timesteps = base.run_episode(environment, actor_policy(actor))
+  frames = environment.demonstration.observations
+  observations = [ts.observation[keys.OBSERVATION] for ts in timesteps]
+  # Step i ends at frame i k (k = action_repeat), or at the demonstration's end.
+  last = environment.demonstration.length - 1
+  errors = [environment.domain.tracking_errors(
+      o, {k: v[min(i * environment.action_repeat, last)] for k, v in frames.items()})
+            for i, o in enumerate(observations[1:], start=1)]
+  return Imitation(
+      demo_index=index,
+      imitation_rewards=np.array([ts.reward[keys.IMITATION] for ts in timesteps[1:]]),
+      task_rewards=np.array([ts.reward[keys.TASK] for ts in timesteps[1:]]),
+      tracking_errors={name: np.array([e[name] for e in errors]) for name in errors[0]},
+      observations={k: np.stack([o[k] for o in observations])
+                    for k, v in observations[0].items() if v.dtype != np.uint8})
+
+
+def summarize_imitations(imitations: Sequence[Imitation]) -> Dict[str, float]:
+  """The mean per-step imitation reward and its spread over demos, the tracking errors
+  (means over steps, then demos), the task return and success the imitations achieved,
+  and the fraction that end in task success (for Jaco: bricks stacked at the last frame).
+  """
+  rewards = [imitation.reward for imitation in imitations]
+  task_returns = np.array([np.sum(imitation.task_rewards) for imitation in imitations])
+  return {
+      'imitation_reward': float(np.mean(rewards)),
+      'imitation_reward_min': float(np.min(rewards)),
+      'imitation_reward_std': float(np.std(rewards)),
+      **{name: float(np.mean([np.mean(i.tracking_errors[name]) for i in imitations]))
+         for name in imitations[0].tracking_errors},
+      'imitation_task_return': float(np.mean(task_returns)),
+      'imitation_task_success': float(np.mean(task_returns > 0)),
+      'imitation_final_task_success': float(np.mean(
+          [imitation.task_rewards[-1] > 0 for imitation in imitations])),
+  }
+
+
 def evaluate_imitation(actor: core.Actor,
                        environment: base.DemoConditionedEnvironment,
                        demo_indices: Optional[Sequence[int]] = None) -> Dict[str, float]:
-  """Imitates demonstrations once each (one shot, no noise): all, or `demo_indices`.
-
-  Returns the mean per-step imitation reward (1.0 is a perfect copy) and its spread, the
-  domain's per-step tracking errors in physical units (means over steps, then demos),
-  the task return and success the imitations achieved, and the fraction of imitations
-  that end in task success (for Jaco: bricks stacked at the last frame).
-  """
+  """Imitates demonstrations once each (one shot, no noise): all, or `demo_indices`;
+  returns `summarize_imitations` of them."""
   actor.update(wait=True)
   indices = range(environment.num_demonstrations) if demo_indices is None else demo_indices
-  per_demo_reward, task_returns, final_success = [], [], []
-  per_demo_errors: Dict[str, List[float]] = {}
-  for index in indices:
-    environment.select_demonstration(index)
-    timesteps = base.run_episode(environment, actor_policy(actor))[1:]
-    frames = environment.demonstration.observations
-    # Step i ends at frame i k (k = action_repeat), or at the demonstration's end.
-    frame_at = lambda i: min(i * environment.action_repeat,
-                             environment.demonstration.length - 1)
-    errors = [environment.domain.tracking_errors(
-        ts.observation[keys.OBSERVATION], {k: v[frame_at(i)] for k, v in frames.items()})
-              for i, ts in enumerate(timesteps, start=1)]
-    for name in errors[0]:
-      per_demo_errors.setdefault(name, []).append(np.mean([e[name] for e in errors]))
-    per_demo_reward.append(np.mean([ts.reward[keys.IMITATION] for ts in timesteps]))
-    task_returns.append(np.sum([ts.reward[keys.TASK] for ts in timesteps]))
-    final_success.append(timesteps[-1].reward[keys.TASK] > 0)
-  return {
-      'imitation_reward': float(np.mean(per_demo_reward)),
-      'imitation_reward_min': float(np.min(per_demo_reward)),
-      'imitation_reward_std': float(np.std(per_demo_reward)),
-      **{name: float(np.mean(values)) for name, values in per_demo_errors.items()},
-      'imitation_task_return': float(np.mean(task_returns)),
-      'imitation_task_success': float(np.mean(np.asarray(task_returns) > 0)),
-      'imitation_final_task_success': float(np.mean(final_success)),
-  }
+  return summarize_imitations([imitate(actor, environment, index) for index in indices])
+
+
+def steps_to_success(task_rewards: Sequence[float], action_repeat: int = 1
+                     ) -> Optional[int]:
+  """Frames until the step with the first task reward (steps of `action_repeat`
+  frames), or None if the task is never solved."""
+  hits = np.flatnonzero(np.asarray(task_rewards) > 0)
+  return (int(hits[0]) + 1) * action_repeat if hits.size else None
 
 
 def evaluate_task(actor: core.Actor, environment: base.TaskEnvironment,
                   num_episodes: int) -> Dict[str, float]:
   """The task policy on fresh episodes: return, success and frames to first success."""
   actor.update(wait=True)
-  returns, steps_to_success = [], []
+  returns, steps = [], []
   for _ in range(num_episodes):
     rewards = [ts.reward for ts in base.run_episode(environment, actor_policy(actor))[1:]]
     returns.append(np.sum(rewards))
-    hits = np.flatnonzero(np.asarray(rewards) > 0)
-    if hits.size:
-      steps_to_success.append((hits[0] + 1) * environment.action_repeat)
-  return {
-      'task_return': float(np.mean(returns)),
-      'task_success': len(steps_to_success) / num_episodes,
-      'task_steps_to_success': (float(np.mean(steps_to_success)) if steps_to_success
-                                else float('nan')),
-  }
+    steps.append(steps_to_success(rewards, environment.action_repeat))
+  return {'task_return': float(np.mean(returns)), **summarize_task(steps)}
+
+
+def task_policy_by_seed(actor: core.Actor, domain: base.Domain, seeds: Sequence[int],
+                        action_repeat: int = 1) -> List[Optional[int]]:
+  """Frames to first task success of the task policy in one fresh episode per seed (the
+  task's own initial state for that seed; None: not solved)."""
+  actor.update(wait=True)
+  return [steps_to_success([ts.reward for ts in base.run_episode(
+      base.TaskEnvironment(domain, seed, action_repeat=action_repeat),
+      actor_policy(actor))[1:]], action_repeat) for seed in seeds]
+
+
+def summarize_task(steps: Sequence[Optional[int]]) -> Dict[str, float]:
+  """Success rate and mean steps to first success (over the solved episodes) of
+  per-episode `steps_to_success` values."""
+  solved = [s for s in steps if s is not None]
+  return {'task_success': len(solved) / len(steps),
+          'task_steps_to_success': float(np.mean(solved)) if solved else float('nan')}

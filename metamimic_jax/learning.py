@@ -34,7 +34,7 @@ class ActorCriticState(NamedTuple):
 
 
 class TrainingState(NamedTuple):
-  imitation: ActorCriticState
+  imitation: Optional[ActorCriticState]  # None for the task-only agent.
   task: Optional[ActorCriticState]  # None when the task policy is not trained.
   steps: jnp.ndarray
 
@@ -58,15 +58,18 @@ def init_actor_critic(key: jax.Array, networks: ActorCriticNetworks, dummy_obser
 
 
 def init_training_state(key: jax.Array, networks: MetaMimicNetworks, dummy_observation,
-                        dummy_action, config: MetaMimicConfig) -> TrainingState:
+                        dummy_action, config: MetaMimicConfig,
+                        task_only: bool = False) -> TrainingState:
+  """Both agents' states; `task_only`: only the task agent's (D4PG on the task alone)."""
   imitation_key, task_key = jax.random.split(key)
   optimizers = make_optimizer(config), make_policy_optimizer(config)
   return TrainingState(
-      imitation=init_actor_critic(imitation_key, networks.imitation,
-                                  dummy_observation, dummy_action, *optimizers),
+      imitation=(None if task_only else
+                 init_actor_critic(imitation_key, networks.imitation,
+                                   dummy_observation, dummy_action, *optimizers)),
       task=(init_actor_critic(task_key, networks.task, dummy_observation,
                               dummy_action, *optimizers)
-            if config.train_task_policy else None),
+            if config.train_task_policy or task_only else None),
       steps=jnp.zeros((), jnp.int32))
 
 
@@ -149,10 +152,11 @@ def make_sgd_step(networks: MetaMimicNetworks, config: MetaMimicConfig,
           config.policy_preactivation_penalty, policy_optimizer,
           config.policy_warmup_steps)
 
-    imitation, imitation_metrics = update(state.imitation, networks.imitation,
-                                          IMITATION)
-    metrics = {f'imitation/{k}': v for k, v in imitation_metrics.items()}
-    task = None
+    imitation, task, metrics = None, None, {}
+    if state.imitation is not None:
+      imitation, imitation_metrics = update(state.imitation, networks.imitation,
+                                            IMITATION)
+      metrics.update({f'imitation/{k}': v for k, v in imitation_metrics.items()})
     if state.task is not None:
       task, task_metrics = update(state.task, networks.task, TASK)
       metrics.update({f'task/{k}': v for k, v in task_metrics.items()})
@@ -185,7 +189,8 @@ class MetaMimicLearner(acme.Learner):
                devices: Optional[Sequence[jax.Device]] = None,
                counter: Optional[counting.Counter] = None,
                logger: Optional[loggers.Logger] = None,
-               log_every_seconds: float = 10.0):
+               log_every_seconds: float = 10.0,
+               task_only: bool = False):
     self._devices = list(devices or jax.local_devices())
     if config.batch_size % len(self._devices):
       raise ValueError(f'batch_size {config.batch_size} must be divisible by the '
@@ -196,7 +201,7 @@ class MetaMimicLearner(acme.Learner):
     self._log_every_seconds = log_every_seconds
     self._last_log = 0.0
     state = init_training_state(random_key, networks, dummy_observation, dummy_action,
-                                config)
+                                config, task_only)
     self._state = jax_utils.replicate(state, self._devices)
     # No buffer donation: get_variables may read the previous state from another
     # (Courier) thread while a step runs.

@@ -97,3 +97,77 @@ def plot_imitations(actor, environment: base.DemoConditionedEnvironment, png: st
   fig.tight_layout()
   fig.savefig(png, dpi=80)
   plt.close(fig)
+
+
+def plot_imitation_steps(imitations: Sequence[evaluation.Imitation], png: str) -> None:
+  """Imitation reward and each tracking error against the step, one thin line a demo
+  and their mean (over the demos still running at that step)."""
+  series = [('imitation reward', [i.imitation_rewards for i in imitations])]
+  series += [(name, [i.tracking_errors[name] for i in imitations])
+             for name in imitations[0].tracking_errors]
+  fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5),
+                           squeeze=False)
+  for ax, (name, values) in zip(axes[0], series):
+    for value in values:
+      ax.plot(np.arange(1, len(value) + 1), value, color='C0', alpha=0.25, lw=0.8)
+    longest = max(len(value) for value in values)
+    padded = np.full((len(values), longest), np.nan)
+    for row, value in zip(padded, values):
+      row[:len(value)] = value
+    ax.plot(np.arange(1, longest + 1), np.nanmean(padded, axis=0), color='k',
+            label='mean over demos')
+    ax.set_xlabel('step')
+    ax.set_ylabel(name)
+    if name == 'imitation reward':
+      ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+  axes[0][0].legend(loc='best', fontsize=8)
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)
+
+
+def plot_trajectory_overlay(imitations: Mapping[str, evaluation.Imitation],
+                            environment: base.DemoConditionedEnvironment, key: str,
+                            png: str) -> None:
+  """Imitation (solid) over demonstration (dashed) of the first two features of `key`,
+  one panel per named imitation (e.g. best, median, worst)."""
+  fig, axes = plt.subplots(1, len(imitations), figsize=(3.5 * len(imitations), 3.5),
+                           squeeze=False)
+  for ax, (label, imitation) in zip(axes[0], imitations.items()):
+    demo = environment.demonstrations[imitation.demo_index].observations[key]
+    agent = imitation.observations[key]
+    demo, agent = demo.reshape(len(demo), -1), agent.reshape(len(agent), -1)
+    if agent.shape[1] >= 2:
+      ax.plot(demo[:, 0], demo[:, 1], 'k--', label='demonstration')
+      ax.plot(agent[:, 0], agent[:, 1], 'C0', label='imitation')
+      ax.plot(demo[0, 0], demo[0, 1], 'ko')
+      ax.set_aspect('equal', adjustable='datalim')
+    else:
+      ax.plot(demo[:, 0], 'k--', label='demonstration')
+      ax.plot(agent[:, 0], 'C0', label='imitation')
+    ax.set_title(f'{label}: demo {imitation.demo_index}, reward {imitation.reward:.2f}',
+                 fontsize=9)
+  axes[0][0].legend(loc='best', fontsize=8)
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)
+
+
+def plot_task_policy_comparison(report: Mapping[str, Mapping], png: str) -> None:
+  """Success rate and steps to first success per agent: means over training seeds with
+  their standard deviation (a `task_policy.py` report)."""
+  names = [name for name in ('metamimic', 'task_only', 'demonstrators') if name in report]
+  fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+  for ax, key in zip(axes, ('task_success', 'task_steps_to_success')):
+    means = [report[name][key]['mean'] for name in names]
+    stds = [report[name][key]['std'] for name in names]
+    ax.bar(names, [np.nan if m is None else m for m in means],
+           yerr=[0 if s is None else s for s in stds], capsize=4,
+           color=[f'C{i}' for i in range(len(names))])
+    ax.set_ylabel(key.replace('_', ' '))
+    ax.grid(alpha=0.3, axis='y')
+  axes[0].set_ylim(0, 1.05)
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)

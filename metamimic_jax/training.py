@@ -40,6 +40,12 @@ class TrainSettings:
   num_task_eval_episodes: int = 10
   checkpoint_minutes: float = 5.0
   seed: int = 0
+  # 'metamimic', or 'task_only': the same D4PG learner on the task reward alone, its
+  # actors running the task policy from the task's own initial states (no demos).
+  agent: str = 'metamimic'
+
+
+AGENTS = ('metamimic', checkpointing.TASK_ONLY)
 
 
 def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
@@ -48,21 +54,26 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   Checks the workdir, its checkpoints and the demonstrations before anything else:
   raises OSError, CheckpointError or DemonstrationError, with a clear message.
   """
+  if settings.agent not in AGENTS:
+    raise ValueError(f'agent must be one of {AGENTS}, got {settings.agent!r}')
   start = time.time()
   domain = make_domain(settings.domain)
+  task_only = settings.agent == checkpointing.TASK_ONLY
   storage.check_writable(settings.workdir)
   checkpoint_directory = os.path.join(settings.workdir, 'checkpoints')
-  fingerprint = checkpointing.fingerprint(domain.name, config)
+  fingerprint = checkpointing.fingerprint(domain.name, config, task_only)
   checkpointing.check_directory(checkpoint_directory, fingerprint)
-  demo_dir = settings.demo_dir or os.path.join(settings.workdir, 'demos')
-  train_demos, held_out_demos = demo_sets.prepare(
-      domain, demo_dir, generate_if_absent=settings.demo_dir is None,
-      num_demos=settings.num_demos, held_out_fraction=settings.held_out_fraction,
-      num_workers=settings.num_demo_workers, seed=settings.seed)
-  logging.info('%d training and %d held-out demonstrations from %s',
-               len(train_demos), len(held_out_demos), demo_dir)
-  builder = MetaMimicBuilder(config, domain)
-  environment = builder.make_demo_environment(train_demos, settings.seed)
+  builder = MetaMimicBuilder(config, domain, task_only)
+  train_demos = held_out_demos = ()
+  if not task_only:
+    demo_dir = settings.demo_dir or os.path.join(settings.workdir, 'demos')
+    train_demos, held_out_demos = demo_sets.prepare(
+        domain, demo_dir, generate_if_absent=settings.demo_dir is None,
+        num_demos=settings.num_demos, held_out_fraction=settings.held_out_fraction,
+        num_workers=settings.num_demo_workers, seed=settings.seed)
+    logging.info('%d training and %d held-out demonstrations from %s',
+                 len(train_demos), len(held_out_demos), demo_dir)
+  environment = builder.make_training_environment(train_demos, settings.seed)
   spec = specs.make_environment_spec(environment)
   networks = builder.make_networks(spec)
 
@@ -78,7 +89,8 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
       counter=counting.Counter(counter, 'learner'),
       logger=loggers.make_logger(settings.workdir, 'learner'))
   actor = builder.make_actor(actor_key, networks, spec, learner,
-                             adder=builder.make_adder(reverb.Client(address), spec))
+                             adder=builder.make_adder(reverb.Client(address), spec),
+                             policy=builder.acting_policy)
   # The n-step adder holds back n - 1 steps: start once min_replay_size items exist.
   agent = acme_agent.Agent(
       actor, learner,
@@ -88,10 +100,13 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
       environment, agent, counter=counting.Counter(counter, 'actor'),
       logger=loggers.make_logger(settings.workdir, 'actor'))
 
-  imitation_evaluator = builder.make_actor(imitation_key, networks, spec, learner, sigma=0)
   task_evaluator = builder.make_actor(task_key, networks, spec, learner, policy='task',
                                       sigma=0)
-  held_out_environment = builder.make_demo_environment(held_out_demos, settings.seed + 1)
+  if not task_only:
+    imitation_evaluator = builder.make_actor(imitation_key, networks, spec, learner,
+                                             sigma=0)
+    held_out_environment = builder.make_demo_environment(held_out_demos,
+                                                         settings.seed + 1)
   task_environment = builder.make_task_environment(settings.seed + 2)
   eval_logger = loggers.make_logger(settings.workdir, 'evaluator', time_delta=0)
 
@@ -102,7 +117,8 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
     logging.info('Resumed from %s at %s', checkpointer.directory, counter.get_counts())
 
   def evaluate() -> Dict[str, float]:
-    results = evaluation.evaluate_imitation(imitation_evaluator, held_out_environment)
+    results = ({} if task_only else
+               evaluation.evaluate_imitation(imitation_evaluator, held_out_environment))
     if config.train_task_policy:
       results.update(evaluation.evaluate_task(task_evaluator, task_environment,
                                               settings.num_task_eval_episodes))
@@ -127,9 +143,10 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   plotting.plot_learning_curve(
       os.path.join(settings.workdir, 'logs', 'evaluator', 'logs.csv'),
       os.path.join(settings.workdir, 'learning_curve.png'))
-  plotting.plot_imitations(imitation_evaluator, held_out_environment,
-                           os.path.join(settings.workdir, 'imitations.png'),
-                           domain.trajectory_key)
+  if not task_only:
+    plotting.plot_imitations(imitation_evaluator, held_out_environment,
+                             os.path.join(settings.workdir, 'imitations.png'),
+                             domain.trajectory_key)
   server.stop()
   logging.info('Done. Metrics: %s/logs, checkpoints: %s, plots: %s',
                settings.workdir, checkpointer.directory, settings.workdir)

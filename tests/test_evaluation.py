@@ -82,3 +82,59 @@ def test_demonstrators_rerun_from_their_seeds_copy_their_demonstrations():
   _, environment, _ = helpers.point_mass_setup(num_demos=3)
   result = baselines.demonstrator_imitation(domain, environment)
   assert result['imitation_reward'] == pytest.approx(1.0, abs=1e-6)
+
+
+def _imitation(index, imitation_rewards, task_rewards, errors):
+  steps = len(imitation_rewards)
+  return evaluation.Imitation(
+      demo_index=index, imitation_rewards=np.asarray(imitation_rewards),
+      task_rewards=np.asarray(task_rewards, np.float32),
+      tracking_errors={'position_error_cm': np.asarray(errors)},
+      observations={'position': np.zeros((steps + 1, 2))})
+
+
+def test_summary_of_hand_made_imitations():
+  imitations = [
+      _imitation(0, [1.0, 0.5], [0, 1], [0.0, 4.0]),  # Reward 0.75, 2 cm, ends solved.
+      _imitation(1, [0.2, 0.2, 0.5], [1, 0, 0], [1.0, 2.0, 6.0]),  # 0.3, 3 cm, not at end.
+      _imitation(2, [0.0, 0.3], [0, 0], [9.0, 11.0])]  # 0.15, 10 cm, never solved.
+  summary = evaluation.summarize_imitations(imitations)
+  assert summary['imitation_reward'] == pytest.approx((0.75 + 0.3 + 0.15) / 3)
+  assert summary['imitation_reward_min'] == pytest.approx(0.15)
+  assert summary['imitation_reward_std'] == pytest.approx(np.std([0.75, 0.3, 0.15]))
+  assert summary['position_error_cm'] == pytest.approx(5.0)
+  assert summary['imitation_task_return'] == pytest.approx(2 / 3)
+  assert summary['imitation_task_success'] == pytest.approx(2 / 3)
+  assert summary['imitation_final_task_success'] == pytest.approx(1 / 3)
+
+
+def test_steps_to_success_and_task_summary():
+  assert evaluation.steps_to_success([0, 0, 1, 0, 1]) == 3
+  assert evaluation.steps_to_success([1]) == 1
+  assert evaluation.steps_to_success([0, 0]) is None
+  summary = evaluation.summarize_task([3, None, 7, None])
+  assert summary == {'task_success': 0.5, 'task_steps_to_success': 5.0}
+  assert np.isnan(evaluation.summarize_task([None])['task_steps_to_success'])
+
+
+def test_imitate_records_every_step_of_a_known_trajectory():
+  """A constant action's imitation: the record matches a hand-stepped episode."""
+  _, environment, _ = helpers.point_mass_setup(num_demos=2)
+  action = np.array([-0.3, 0.6], np.float32)
+  environment.select_demonstration(1)
+  positions = [environment.reset().observation['observation']['position']]
+  rewards, last = [], False
+  while not last:
+    timestep = environment.step(action)
+    positions.append(timestep.observation['observation']['position'])
+    rewards.append(timestep.reward['imitation'])
+    last = timestep.last()
+  demo = environment.demonstrations[1].observations['position']
+  imitation = evaluation.imitate(evaluation.ConstantActor(action), environment, 1)
+  assert imitation.demo_index == 1
+  np.testing.assert_allclose(imitation.observations['position'], positions)
+  np.testing.assert_allclose(imitation.imitation_rewards, rewards)
+  np.testing.assert_allclose(imitation.tracking_errors['position_error_cm'],
+                             100 * np.linalg.norm(np.array(positions[1:]) - demo[1:],
+                                                  axis=1), rtol=1e-5)
+  assert imitation.reward == pytest.approx(np.mean(rewards))

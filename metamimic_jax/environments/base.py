@@ -220,16 +220,18 @@ class DemoConditionedEnvironment(dm_env.Environment):
 
 
 class TaskEnvironment(dm_env.Environment):
-  """Fresh task episodes (no demonstration): observation {observation}, task reward.
+  """Fresh task episodes (no demonstration): observation {observation}, task reward
+  (as {'task': reward} with `keyed_reward`, the reward layout learners read).
 
   Each step repeats the action for `action_repeat` frames; the reward is their mean.
   """
 
   def __init__(self, domain: Domain, seed: int, time_limit: Optional[float] = None,
-               action_repeat: int = 1):
+               keyed_reward: bool = False, action_repeat: int = 1):
     if action_repeat < 1:
       raise ValueError(f'action_repeat must be >= 1, got {action_repeat}')
     self._environment = domain.make_environment(seed, time_limit=time_limit)
+    self._keyed_reward = keyed_reward
     self._action_repeat = action_repeat
 
   @property
@@ -251,6 +253,8 @@ class TaskEnvironment(dm_env.Environment):
 
   def _wrap(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
     reward = None if timestep.reward is None else np.float32(timestep.reward)
+    if self._keyed_reward and reward is not None:
+      reward = {TASK: reward}
     discount = None if timestep.discount is None else np.float32(timestep.discount)
     return timestep._replace(observation={OBSERVATION: dict(timestep.observation)},
                              reward=reward, discount=discount)
@@ -262,7 +266,8 @@ class TaskEnvironment(dm_env.Environment):
     return self._environment.action_spec()
 
   def reward_spec(self):
-    return specs.Array((), np.float32, TASK)
+    spec = specs.Array((), np.float32, TASK)
+    return {TASK: spec} if self._keyed_reward else spec
 
   def discount_spec(self):
     return specs.BoundedArray((), np.float32, 0.0, 1.0, 'discount')

@@ -1,0 +1,71 @@
+"""Trained agents read back from a run's workdir, for evaluation after the run.
+
+Both entry points checkpoint the learner through `checkpointing.Checkpointer`:
+experiments/train.py under `<workdir>/checkpoints`, the Launchpad program under
+`<workdir>/checkpoints/learner`. The run's domain and config come from the checkpoint's
+fingerprint, so nothing about the run needs repeating.
+"""
+
+import os
+from typing import Dict, NamedTuple
+
+from acme import specs
+import jax
+
+from metamimic_jax import acting
+from metamimic_jax import checkpointing
+from metamimic_jax.builder import MetaMimicBuilder
+from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.environments import base
+from metamimic_jax.environments import make_domain
+
+# Where each entry point keeps the learner's checkpoints, relative to its workdir.
+LEARNER_CHECKPOINT_DIRECTORIES = (os.path.join('checkpoints', 'learner'),  # Launchpad.
+                                  'checkpoints')  # experiments/train.py.
+
+
+class SavedRun(NamedTuple):
+  domain: base.Domain
+  config: MetaMimicConfig
+  builder: MetaMimicBuilder  # Task-only for the task-only baseline's runs.
+  checkpoint_directory: str
+
+
+def open_run(workdir: str) -> SavedRun:
+  """The run in `workdir`; CheckpointError if it has no checkpoint this code can read."""
+  for relative in LEARNER_CHECKPOINT_DIRECTORIES:
+    directory = os.path.join(workdir, relative)
+    found = checkpointing.newest_fingerprint(directory)
+    if found is not None:
+      break
+  else:
+    raise checkpointing.CheckpointError(
+        f'{workdir}: no checkpoint in ' +
+        ' or '.join(os.path.join(workdir, d) for d in LEARNER_CHECKPOINT_DIRECTORIES))
+  domain_name, config, task_only = checkpointing.config_from_fingerprint(found)
+  try:
+    domain = make_domain(domain_name)
+  except ValueError as e:
+    raise checkpointing.CheckpointError(f'{directory}: {e}') from e
+  return SavedRun(domain, config, MetaMimicBuilder(config, domain, task_only), directory)
+
+
+def restore_policies(run: SavedRun, environment_spec: specs.EnvironmentSpec,
+                     seed: int = 0) -> Dict[str, acting.MetaMimicActor]:
+  """Noise-free actors of the run's trained policies ('imitation' unless the run is
+  task-only, and 'task' when it trained one), with the learner's parameters restored
+  from its newest checkpoint. `environment_spec`: its training environment's."""
+  builder = run.builder
+  networks = builder.make_networks(environment_spec)
+  learner = builder.make_learner(jax.random.PRNGKey(seed), networks, iter(()),
+                                 environment_spec)
+  checkpointer = checkpointing.Checkpointer(
+      run.checkpoint_directory, {'learner': learner},
+      checkpointing.fingerprint(run.domain.name, run.config, builder.task_only))
+  if not checkpointer.restore():
+    raise checkpointing.CheckpointError(f'{run.checkpoint_directory}: no checkpoint')
+  policies = (() if builder.task_only else ('imitation',)) + (
+      ('task',) if run.config.train_task_policy else ())
+  return {policy: builder.make_actor(jax.random.PRNGKey(seed), networks, environment_spec,
+                                     learner, policy=policy, sigma=0)
+          for policy in policies}
