@@ -6,7 +6,7 @@
 For each torso, input (features, or 48 px pixels with features) and compute dtype it
 times the jitted learner step (both agents, one device) called once per batch and, with
 lax.scan, `--scan_steps` steps per call. FLOPs per SGD step come from XLA's cost
-analysis of the compiled step; achieved FLOP/s is printed beside this machine's matmul
+analysis of the compiled single step (it counts a scan's loop body once); achieved FLOP/s is printed beside this machine's matmul
 peak for the same dtype, measured in the same run, as a ratio. Imports only the
 portable core, so it runs on any modern JAX image (CPU, GPU or TPU).
 """
@@ -85,7 +85,7 @@ def time_setting(torso, inputs, dtype, peaks):
                                        action, config)
   rng = np.random.default_rng(0)
   sgd_step = learning.make_sgd_step(networks, config)
-  rows = []
+  rows, flops_per_step = [], None
   for scan in (1, _SCAN_STEPS.value):
     if scan == 1:
       step, batch = sgd_step, random_batch(spec, config.batch_size, rng)
@@ -94,7 +94,8 @@ def time_setting(torso, inputs, dtype, peaks):
       batch = random_batch(spec, config.batch_size, rng, leading=(scan,))
     compiled = jax.jit(step).lower(state, batch).compile()
     seconds, _ = best_seconds(compiled, state, batch, calls=_CALLS.value)
-    flops_per_step = flops(compiled) / scan
+    if scan == 1:  # XLA counts a scan's (while loop's) body once: use the plain step's.
+      flops_per_step = flops(compiled)
     steps_per_second = scan / seconds
     achieved = flops_per_step * steps_per_second
     rows.append((torso, inputs, dtype, scan, steps_per_second,
