@@ -1,11 +1,20 @@
-# Finds Python 3.10 (PATH, then pyenv's install directory) and builds .venv.
+# Finds Python 3.10 (PATH, then pyenv's install directory) and builds .venv (the pinned
+# stack). `make test-core` builds .venv-core with the newest Python 3.11-3.14 found the
+# same way and the newest JAX, Haiku, Optax and chex, and runs the portable core's tests.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-PYTHON310 := $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null); do \
+PYENV_VERSIONS := $${PYENV_ROOT:-$$HOME/.pyenv}/versions
+PYTHON310 := $(shell for p in python3.10 $$(ls -d $(PYENV_VERSIONS)/3.10.*/bin/python3.10 2>/dev/null); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+CORE_VENV := .venv-core
+CORE_PY := $(CORE_VENV)/bin/python
+CORE_PACKAGES := jax dm-haiku optax chex numpy pytest pytest-timeout
+PYTHON_NEWEST := $(shell for v in 3.14 3.13 3.12 3.11; do \
+	for p in python$$v $$(ls -d $(PYENV_VERSIONS)/$$v.*/bin/python$$v 2>/dev/null | sort -Vr); do \
+	$$p -c "import sys; assert sys.version_info[:2] == ($${v/./, })" >/dev/null 2>&1 && { echo $$p; exit; }; done; done)
 
-.PHONY: install test test-all train imitate clean
+.PHONY: install test test-all test-core core-env train imitate clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +29,20 @@ $(VENV)/.installed: requirements.txt
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
 
+# The portable core (config, rewards, networks, losses, learning) on the newest stack.
+core-env: $(CORE_VENV)/.installed
+
+$(CORE_VENV)/.installed:
+	@test -n "$(PYTHON_NEWEST)" || { echo "error: no Python 3.11-3.14 on PATH or under pyenv for the core's environment"; exit 1; }
+	$(PYTHON_NEWEST) -m venv $(CORE_VENV)
+	$(CORE_PY) -m pip install -q --upgrade pip
+	$(CORE_PY) -m pip install -q --upgrade $(CORE_PACKAGES)
+	touch $@
+
+test-core: core-env
+	@$(CORE_PY) -c 'import sys, jax, haiku, optax; print(f"core on Python {sys.version.split()[0]}, jax {jax.__version__}, haiku {haiku.__version__}, optax {optax.__version__}")'
+	PYTHONPATH=$(CURDIR) $(CORE_PY) -m pytest -q tests/core
+
 test-all: install
 	$(PY) -m pytest -q tests
 
@@ -30,4 +53,4 @@ imitate: install
 	$(PY) launchpad_programs/imitate.py --lp_launch_type=local_mp $(ARGS)
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(CORE_VENV)

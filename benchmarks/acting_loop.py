@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import demonstrators
+from metamimic_jax import learner as learner_lib
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax.builder import MetaMimicBuilder
@@ -66,8 +67,8 @@ class _HostParams:
     state = learning.init_training_state(jax.random.PRNGKey(0), networks,
                                          dummy_observation, dummy_action, config)
     self._policies = jax.device_get({
-        learning.MetaMimicLearner.IMITATION_POLICY: state.imitation.policy_params,
-        learning.MetaMimicLearner.TASK_POLICY: state.task.policy_params})
+        learner_lib.MetaMimicLearner.IMITATION_POLICY: state.imitation.policy_params,
+        learner_lib.MetaMimicLearner.TASK_POLICY: state.task.policy_params})
 
   def get_variables(self, names):
     return [jax.tree.map(np.copy, self._policies[name]) for name in names]

@@ -16,7 +16,7 @@ from metamimic_jax import adders as adders_lib
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import jax_utils
 from metamimic_jax import keys
-from metamimic_jax import learning
+from metamimic_jax import learner as learner_lib
 from metamimic_jax import networks as networks_lib
 from metamimic_jax import packing
 from metamimic_jax.config import MetaMimicConfig
@@ -123,16 +123,18 @@ class MetaMimicBuilder:
                             environment_spec: specs.EnvironmentSpec,
                             devices: Optional[Sequence[jax.Device]] = None
                             ) -> Iterator[types.Transition]:
-    """Batches of (unpacked) transitions, split over `devices` and prefetched onto them."""
+    """Batches of (unpacked) transitions, split over `devices` and prefetched onto them;
+    with `sgd_steps_per_call` K, K batches per item, [devices, K, batch / devices, ...]."""
+    steps = self._config.sgd_steps_per_call
     dataset = datasets.make_reverb_dataset(
-        server_address=replay_server_address, batch_size=self._config.batch_size,
+        server_address=replay_server_address, batch_size=self._config.batch_size * steps,
         prefetch_size=self._config.prefetch_size,
         table=self._config.replay_table_name, num_parallel_calls=2)
     packer = self.make_observation_packer(environment_spec)
     transitions = (packer.unpack_transition(sample.data)
                    for sample in dataset.as_numpy_iterator())
     return jax_utils.sharded_prefetch(transitions, devices or jax.local_devices(),
-                                      self._config.prefetch_size)
+                                      self._config.prefetch_size, steps)
 
   def make_learner(self, random_key: jax.Array,
                    networks: networks_lib.MetaMimicNetworks,
@@ -141,9 +143,9 @@ class MetaMimicBuilder:
                    devices: Optional[Sequence[jax.Device]] = None,
                    counter: Optional[counting.Counter] = None,
                    logger: Optional[loggers.Logger] = None
-                   ) -> learning.MetaMimicLearner:
+                   ) -> learner_lib.MetaMimicLearner:
     dummy_observation, dummy_action = networks_lib.dummy_inputs(environment_spec)
-    return learning.MetaMimicLearner(
+    return learner_lib.MetaMimicLearner(
         networks, random_key, iterator, dummy_observation, dummy_action, self._config,
         devices=devices, counter=counter, logger=logger, task_only=self._task_only)
 
@@ -160,8 +162,9 @@ class MetaMimicBuilder:
     if policy not in ('imitation', 'task'):
       raise ValueError(f"policy must be 'imitation' or 'task', got {policy!r}")
     agent_networks = getattr(networks, policy)
-    variable_name = (learning.MetaMimicLearner.IMITATION_POLICY if policy == 'imitation'
-                     else learning.MetaMimicLearner.TASK_POLICY)
+    learner_class = learner_lib.MetaMimicLearner
+    variable_name = (learner_class.IMITATION_POLICY if policy == 'imitation'
+                     else learner_class.TASK_POLICY)
     client = jax_utils.VariableClient(variable_source, [variable_name],
                                       update_period=variable_update_period,
                                       asynchronous=asynchronous_variables)

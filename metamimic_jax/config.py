@@ -3,6 +3,35 @@
 import dataclasses
 from typing import Optional, Tuple
 
+# Torsos: MLP_TORSO is Acme's D4PG LayerNorm MLP sized by `*_layer_sizes` (with, for
+# pixels, the small residual conv torso of `conv_channels`); the others are residual
+# torsos of the sizes below (see networks.py).
+MLP_TORSO = 'mlp'
+NORMALIZATIONS = ('none', 'layer', 'group')
+NORM_GROUPS = 8  # Groups of GroupNorm: every normalized width must divide by it.
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+@dataclasses.dataclass(frozen=True)
+class TorsoSize:
+  """A residual torso: an MLP for features, an IMPALA-style conv net for pixels."""
+  width: int  # Features: the MLP's width ...
+  blocks: int  # ... and its residual blocks (two Linear layers each).
+  conv_channels: Tuple[int, ...]  # Pixels: one stage per entry (conv, max-pool) ...
+  conv_blocks: int  # ... with this many residual blocks (two convs each) per stage,
+  embedding_size: int  # then one Linear layer to this size.
+
+
+TORSO_SIZES = {
+    'small': TorsoSize(width=256, blocks=1, conv_channels=(16, 32, 32), conv_blocks=1,
+                       embedding_size=256),
+    'medium': TorsoSize(width=1024, blocks=2, conv_channels=(32, 64, 64), conv_blocks=2,
+                        embedding_size=512),
+    'large': TorsoSize(width=2048, blocks=3, conv_channels=(64, 128, 128),
+                       conv_blocks=2, embedding_size=1024),
+}
+TORSOS = (MLP_TORSO, *TORSO_SIZES)
+
 # Every reward lies in [0, MAX_REWARD]: the imitation reward's group weights sum to 1 and
 # the task reward is sparse (0 or 1). The value support must cover the returns this allows.
 MAX_REWARD = 1.0
@@ -35,6 +64,8 @@ class MetaMimicConfig:
   policy_preactivation_penalty: float = 0.0
   # Learner steps that train only the critics, before the policies start to follow them.
   policy_warmup_steps: int = 0
+  # SGD steps per device call (lax.scan over that many batches): fewer dispatches.
+  sgd_steps_per_call: int = 1
 
   # Replay.
   samples_per_insert: float = 32.0
@@ -51,6 +82,11 @@ class MetaMimicConfig:
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
   critic_layer_sizes: Tuple[int, ...] = (512, 512, 256)
   conv_channels: Tuple[int, ...] = (16, 32, 32)  # Residual conv torso for pixels.
+  policy_torso: str = MLP_TORSO  # One of TORSOS.
+  critic_torso: str = MLP_TORSO
+  normalization: str = 'layer'  # In every torso; one of NORMALIZATIONS.
+  # 'bfloat16': the networks compute in bfloat16; parameters and losses stay float32.
+  compute_dtype: str = 'float32'
 
   # Imitation.
   reward_groups: Tuple[FeatureGroup, ...] = ()  # Empty: the domain's defaults.
@@ -71,6 +107,8 @@ class MetaMimicConfig:
       raise ValueError(f'policy_warmup_steps must be >= 0, got {self.policy_warmup_steps}')
     if self.action_repeat < 1:
       raise ValueError(f'action_repeat must be >= 1, got {self.action_repeat}')
+    if self.sgd_steps_per_call < 1:
+      raise ValueError(f'sgd_steps_per_call must be >= 1, got {self.sgd_steps_per_call}')
     if self.goal_horizon < 1:
       raise ValueError(f'goal_horizon must be >= 1, got {self.goal_horizon}')
     if not 0 <= self.discount < 1:
@@ -83,6 +121,17 @@ class MetaMimicConfig:
           f'vmax {self.vmax:g} is below the largest return the rewards can reach, '
           f'{self.max_return:g} = {MAX_REWARD:g} / (1 - discount {self.discount:g}); '
           'raise vmax or lower the discount')
+    for name, value, allowed in (('policy_torso', self.policy_torso, TORSOS),
+                                 ('critic_torso', self.critic_torso, TORSOS),
+                                 ('normalization', self.normalization, NORMALIZATIONS),
+                                 ('compute_dtype', self.compute_dtype, COMPUTE_DTYPES)):
+      if value not in allowed:
+        raise ValueError(f'unknown {name} {value!r}: choose one of {", ".join(allowed)}')
+    if self.normalization == 'group':
+      uneven = sorted({w for w in self.normalized_widths if w % NORM_GROUPS})
+      if uneven:
+        raise ValueError(f'group normalization needs widths divisible by {NORM_GROUPS} '
+                         f'groups, got {uneven}')
     if self.reward_groups:
       total = sum(g.weight for g in self.reward_groups)
       if abs(total - 1.0) > 1e-6:
@@ -92,6 +141,18 @@ class MetaMimicConfig:
   def max_return(self) -> float:
     """The largest discounted return the rewards allow (bootstrapped episodes)."""
     return MAX_REWARD / (1.0 - self.discount)
+
+  @property
+  def normalized_widths(self) -> Tuple[int, ...]:
+    """The widths that the torsos normalize."""
+    widths = []
+    for torso, layer_sizes in ((self.policy_torso, self.policy_layer_sizes),
+                               (self.critic_torso, self.critic_layer_sizes)):
+      if torso == MLP_TORSO:
+        widths += [layer_sizes[0], *self.conv_channels]
+      else:
+        widths += [TORSO_SIZES[torso].width, *TORSO_SIZES[torso].conv_channels]
+    return tuple(widths)
 
   @property
   def value_support(self) -> Tuple[float, float]:

@@ -10,7 +10,8 @@ from typing import List
 from absl import app
 from absl import flags
 
-from metamimic_jax.config import PRESETS, MetaMimicConfig
+from metamimic_jax.config import (COMPUTE_DTYPES, NORMALIZATIONS, PRESETS, TORSOS,
+                                  MetaMimicConfig)
 
 _PRESET = flags.DEFINE_enum('preset', None, list(PRESETS),
                             'Named agent settings; the flags below override them '
@@ -40,6 +41,17 @@ _FIELD_FLAGS = {
                                             'Policy torso layer sizes.'),
     'critic_layer_sizes': flags.DEFINE_list('critic_layers', None,
                                             'Critic torso layer sizes.'),
+    'policy_torso': flags.DEFINE_enum(
+        'policy_torso', None, TORSOS, "Policy torso: 'mlp' (sized by --policy_layers) "
+        'or a residual torso, small to large.'),
+    'critic_torso': flags.DEFINE_enum(
+        'critic_torso', None, TORSOS, "Critic torso: 'mlp' (sized by --critic_layers) "
+        'or a residual torso, small to large.'),
+    'normalization': flags.DEFINE_enum('normalization', None, NORMALIZATIONS,
+                                       'Normalization in every torso.'),
+    'compute_dtype': flags.DEFINE_enum(
+        'compute_dtype', None, COMPUTE_DTYPES,
+        'Network compute dtype; parameters and losses stay float32.'),
     'goal_horizon': flags.DEFINE_integer(
         'goal_horizon', None, 'Decisions ahead whose demo frames are shown as the goal.',
         lower_bound=1),

@@ -1,20 +1,35 @@
-"""Small modern JAX glue replacing Acme 0.4.0's (broken on current JAX) helpers."""
+"""Small modern JAX glue replacing Acme 0.4.0's (broken on current JAX) helpers.
+
+It imports no Acme, so the portable core's tests can use it too.
+"""
 
 import collections
 import queue
 import threading
 from typing import Iterator, List, Optional, Sequence, TypeVar
 
-from acme import core
 import jax
 import numpy as np
 
 T = TypeVar('T')
 
 
+def put_sharded(tree: T, devices: Sequence[jax.Device]) -> T:
+  """Puts leaves [D, ...] on the D `devices`, slice i on device i (what pmap takes).
+
+  jax.device_put_sharded's replacement (removed in JAX 0.12; this works on 0.6 too).
+  """
+  mesh = jax.sharding.Mesh(np.asarray(list(devices)), ('devices',))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
+  return jax.device_put(tree, sharding)
+
+
 def replicate(tree: T, devices: Sequence[jax.Device]) -> T:
   """Copies `tree` to every device, stacked on a new leading axis."""
-  return jax.device_put_replicated(tree, list(devices))
+  devices = list(devices)
+  stacked = jax.tree.map(
+      lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)), tree)
+  return put_sharded(stacked, devices)
 
 
 def get_from_first_device(tree: T) -> T:
@@ -22,19 +37,22 @@ def get_from_first_device(tree: T) -> T:
   return jax.device_get(jax.tree.map(lambda x: x[0], tree))
 
 
-def shard(batch: T, num_shards: int) -> T:
-  """Reshapes each leaf's leading axis [B, ...] to [num_shards, B // num_shards, ...]."""
+def shard(batch: T, num_shards: int, steps: int = 1) -> T:
+  """Reshapes each leaf's leading axis [B, ...] to [num_shards, B // num_shards, ...],
+  or with `steps` > 1 to [num_shards, steps, B // (num_shards * steps), ...]."""
   def _reshape(x):
-    if x.shape[0] % num_shards:
+    if x.shape[0] % (num_shards * steps):
       raise ValueError(f'batch size {x.shape[0]} is not divisible by the '
-                       f'{num_shards} devices')
-    return x.reshape((num_shards, x.shape[0] // num_shards) + x.shape[1:])
+                       f'{num_shards} devices x {steps} steps per call')
+    lead = (num_shards,) if steps == 1 else (num_shards, steps)
+    return x.reshape(lead + (x.shape[0] // (num_shards * steps),) + x.shape[1:])
   return jax.tree.map(_reshape, batch)
 
 
 def sharded_prefetch(iterator: Iterator[T], devices: Sequence[jax.Device],
-                     buffer_size: int = 2) -> Iterator[T]:
-  """Moves host batches onto `devices`, split along the batch, in a background thread."""
+                     buffer_size: int = 2, steps: int = 1) -> Iterator[T]:
+  """Moves host batches onto `devices`, split along the batch (and into `steps`
+  batches per device call, see `shard`), in a background thread."""
   devices = list(devices)
   buffer = queue.Queue(maxsize=buffer_size)
   end = object()
@@ -42,9 +60,7 @@ def sharded_prefetch(iterator: Iterator[T], devices: Sequence[jax.Device],
   def _producer():
     try:
       for batch in iterator:
-        shards = shard(batch, len(devices))
-        buffer.put(jax.tree.map(
-            lambda x: jax.device_put_sharded(list(x), devices), shards))
+        buffer.put(put_sharded(shard(batch, len(devices), steps), devices))
     except Exception as e:  # pylint: disable=broad-except  # Re-raised by the consumer.
       buffer.put(e)
     buffer.put(end)
@@ -65,13 +81,15 @@ def sharded_prefetch(iterator: Iterator[T], devices: Sequence[jax.Device],
 class VariableClient:
   """Keeps a copy of a VariableSource's variables, refreshed every `update_period` calls.
 
+  The source is anything with `get_variables(names)`, such as an Acme VariableSource.
+
   The copy lives on the default device: it moves there once per update, not with every
   call that reads it. With `asynchronous=True` the fetch runs in a background thread
   (use it for remote sources such as a Courier learner), so acting never waits on the
   network.
   """
 
-  def __init__(self, source: core.VariableSource, names: Sequence[str],
+  def __init__(self, source, names: Sequence[str],
                update_period: int = 1, asynchronous: bool = False):
     self._source = source
     self._names = list(names)

@@ -1,27 +1,32 @@
-"""The MetaMimic learner: one pure, pmappable sgd_step over a TrainingState.
+"""The MetaMimic learning step: one pure, pmappable sgd_step over a TrainingState.
 
 Each step updates two D4PG actor-critics on the same batch of n-step transitions: the
 goal-conditioned imitation agent on the imitation reward and the task agent on the task
-reward (off-policy, from the imitation agent's experience).
+reward (off-policy, from the imitation agent's experience). Part of the portable core:
+it imports no Acme, Reverb, Launchpad or TensorFlow (`learner.py` runs it under Acme).
 """
 
-import time
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
-import acme
-from acme import types
-from acme.utils import counting
-from acme.utils import loggers
 import jax
 import jax.numpy as jnp
 import optax
 
-from metamimic_jax import jax_utils
 from metamimic_jax import losses
-from metamimic_jax import numerics
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.keys import IMITATION, TASK
 from metamimic_jax.networks import ActorCriticNetworks, MetaMimicNetworks
+
+
+class Transition(NamedTuple):
+  """A batch of n-step transitions: acme.types.Transition's fields in its order, so the
+  batches of Acme's Reverb dataset are steps' inputs as they come."""
+  observation: Any
+  action: Any
+  reward: Any  # {'imitation': r, 'task': r}.
+  discount: Any  # Likewise by key; it excludes one factor of the config's discount.
+  next_observation: Any
+  extras: Any = ()
 
 
 class ActorCriticState(NamedTuple):
@@ -40,7 +45,7 @@ class TrainingState(NamedTuple):
 
 
 Metrics = Dict[str, jnp.ndarray]
-SgdStep = Callable[[TrainingState, types.Transition], Tuple[TrainingState, Metrics]]
+SgdStep = Callable[[TrainingState, Transition], Tuple[TrainingState, Metrics]]
 
 
 def init_actor_critic(key: jax.Array, networks: ActorCriticNetworks, dummy_observation,
@@ -140,7 +145,7 @@ def make_sgd_step(networks: MetaMimicNetworks, config: MetaMimicConfig,
   optimizer = make_optimizer(config)
   policy_optimizer = make_policy_optimizer(config)
 
-  def sgd_step(state: TrainingState, transitions: types.Transition
+  def sgd_step(state: TrainingState, transitions: Transition
                ) -> Tuple[TrainingState, Metrics]:
 
     def update(agent_state, agent_networks, key):
@@ -172,70 +177,13 @@ def online_parameters(state: TrainingState) -> Dict[str, optax.Params]:
           if agent is not None for part in ('policy_params', 'critic_params')}
 
 
-class MetaMimicLearner(acme.Learner):
-  """Runs the pmapped sgd_step on batches from a sharded, device-prefetched iterator."""
+def scan_sgd_steps(sgd_step: SgdStep) -> SgdStep:
+  """`sgd_step` over batches stacked on a leading axis [K, B, ...], K steps in one call
+  (lax.scan: one dispatch, one compiled loop); the metrics are the last step's."""
 
-  # Names under which `get_variables` serves the policies.
-  IMITATION_POLICY = 'imitation_policy'
-  TASK_POLICY = 'task_policy'
+  def sgd_steps(state: TrainingState, transitions: Transition
+                ) -> Tuple[TrainingState, Metrics]:
+    state, metrics = jax.lax.scan(sgd_step, state, transitions)
+    return state, jax.tree.map(lambda m: m[-1], metrics)
 
-  def __init__(self,
-               networks: MetaMimicNetworks,
-               random_key: jax.Array,
-               iterator: Iterator[types.Transition],
-               dummy_observation,
-               dummy_action,
-               config: MetaMimicConfig,
-               devices: Optional[Sequence[jax.Device]] = None,
-               counter: Optional[counting.Counter] = None,
-               logger: Optional[loggers.Logger] = None,
-               log_every_seconds: float = 10.0,
-               task_only: bool = False):
-    self._devices = list(devices or jax.local_devices())
-    if config.batch_size % len(self._devices):
-      raise ValueError(f'batch_size {config.batch_size} must be divisible by the '
-                       f'{len(self._devices)} local devices the learner shards it over')
-    self._iterator = iterator
-    self._counter = counter or counting.Counter()
-    self._logger = logger or loggers.make_default_logger('learner', save_data=False)
-    self._log_every_seconds = log_every_seconds
-    self._last_log = 0.0
-    state = init_training_state(random_key, networks, dummy_observation, dummy_action,
-                                config, task_only)
-    self._state = jax_utils.replicate(state, self._devices)
-    # No buffer donation: get_variables may read the previous state from another
-    # (Courier) thread while a step runs.
-    self._sgd_step = jax.pmap(
-        numerics.with_finite_flag(make_sgd_step(networks, config, axis_name='devices'),
-                                  online_parameters),
-        axis_name='devices', devices=self._devices)
-    self._timestamp = None
-
-  def step(self) -> None:
-    """One update; NonFiniteError (the state left as it was) if it is not finite."""
-    transitions = next(self._iterator)
-    state, metrics, finite = self._sgd_step(self._state, transitions)
-    numerics.check(finite, lambda: int(jax_utils.get_from_first_device(state.steps)),
-                   metrics, online_parameters(state))  # Raises NonFiniteError.
-    self._state = state
-    now = time.time()
-    elapsed = 0.0 if self._timestamp is None else now - self._timestamp
-    self._timestamp = now
-    counts = self._counter.increment(steps=1, walltime=elapsed)
-    if now - self._last_log >= self._log_every_seconds:
-      self._last_log = now
-      self._logger.write({**jax_utils.get_from_first_device(metrics), **counts})
-
-  def get_variables(self, names: Sequence[str]) -> List[optax.Params]:
-    state = self._state
-    variables = {
-        self.IMITATION_POLICY: lambda: state.imitation.policy_params,
-        self.TASK_POLICY: lambda: state.task.policy_params,
-    }
-    return [jax_utils.get_from_first_device(variables[name]()) for name in names]
-
-  def save(self) -> TrainingState:
-    return jax_utils.get_from_first_device(self._state)
-
-  def restore(self, state: TrainingState) -> None:
-    self._state = jax_utils.replicate(state, self._devices)
+  return sgd_steps

@@ -1,8 +1,13 @@
-"""D4PG losses as pure functions any Acme agent can import.
+"""D4PG losses as pure functions any agent can import.
 
 `categorical_td_loss` and `dpg_loss` are unbatched in rlax's style (`_tm1`/`_t` names,
 chex asserts; the caller vmaps). `critic_loss` and `policy_loss` are their batched forms
 over an `ActorCriticNetworks` and a batch of n-step transitions.
+
+They compute what rlax's `categorical_td_learning` and `dpg_loss` compute
+(tests/test_losses.py compares them) without importing rlax: rlax imports distrax and
+TensorFlow Probability, which imports TensorFlow wherever it is installed, and the core
+must not (see WORKSPACE_NOTES.md, issue 11).
 """
 
 from typing import Tuple
@@ -10,7 +15,6 @@ from typing import Tuple
 import chex
 import jax
 import jax.numpy as jnp
-import rlax
 
 from metamimic_jax.networks import ActorCriticNetworks
 
@@ -28,9 +32,29 @@ def categorical_td_loss(logits_tm1: chex.Array, atoms: chex.Array, r_t: chex.Num
   """
   chex.assert_rank([logits_tm1, atoms, r_t, discount_t, logits_t], [1, 1, 0, 0, 1])
   chex.assert_equal_shape([logits_tm1, atoms, logits_t])
-  return rlax.categorical_td_learning(
-      v_atoms_tm1=atoms, v_logits_tm1=logits_tm1, r_t=r_t, discount_t=discount_t,
-      v_atoms_t=atoms, v_logits_t=jax.lax.stop_gradient(logits_t))
+  target = categorical_projection(r_t + discount_t * atoms,
+                                  jax.nn.softmax(jax.lax.stop_gradient(logits_t)), atoms)
+  return -jnp.sum(target * jax.nn.log_softmax(logits_tm1))
+
+
+def categorical_projection(z_p: chex.Array, probs: chex.Array,
+                           z_q: chex.Array) -> chex.Array:
+  """Projects the distribution `probs` on atoms `z_p` onto the sorted support `z_q`.
+
+  C51's projection (rlax's `categorical_l2_project`): each atom's mass, clipped into
+  [z_q[0], z_q[-1]], is shared between its two neighbours in `z_q` in proportion to
+  nearness. Returns probabilities over `z_q`.
+  """
+  chex.assert_rank([z_p, probs, z_q], 1)
+  chex.assert_equal_shape([z_p, probs])
+  z_p = jnp.clip(z_p, z_q[0], z_q[-1])
+  delta = z_p[:, None] - z_q[None, :]  # [p, q]
+  gap_above = jnp.concatenate([z_q[1:], z_q[-1:]]) - z_q  # 0 for the last atom.
+  gap_below = z_q - jnp.concatenate([z_q[:1], z_q[:-1]])  # 0 for the first atom.
+  gap = jnp.where(delta >= 0, gap_above, gap_below)
+  inverse_gap = jnp.where(gap > 0, 1.0 / jnp.where(gap > 0, gap, 1.0), 0.0)
+  weights = jnp.clip(1.0 - jnp.abs(delta) * inverse_gap, 0.0, 1.0)
+  return jnp.sum(weights * probs[:, None], axis=0)
 
 
 def dpg_loss(a_t: chex.Array, dq_da_t: chex.Array, clip: bool = True) -> chex.Array:
@@ -40,7 +64,10 @@ def dpg_loss(a_t: chex.Array, dq_da_t: chex.Array, clip: bool = True) -> chex.Ar
   """
   chex.assert_rank([a_t, dq_da_t], 1)
   chex.assert_equal_shape([a_t, dq_da_t])
-  return jnp.sum(rlax.dpg_loss(a_t, dq_da_t, dqda_clipping=1.0 if clip else None))
+  if clip:
+    dq_da_t = dq_da_t / jnp.maximum(jnp.linalg.norm(dq_da_t), 1.0)
+  target = jax.lax.stop_gradient(a_t + dq_da_t)
+  return 0.5 * jnp.sum(jnp.square(target - a_t))
 
 
 def mean_value(logits: chex.Array, atoms: chex.Array) -> chex.Array:

@@ -3,19 +3,23 @@
 All networks are pure `init`/`apply` pairs over batched inputs. An observation is the
 nested dict the environments emit: `{'observation': {...}, 'goal': {...}}`. Imitation
 networks read both parts; task networks read only `observation`. Feature arrays are
-flattened through a LayerNorm MLP torso; uint8 arrays are images, embedded by a residual
-conv torso with LayerNorm (the paper's finding: deep residual nets need normalization).
+flattened through an MLP torso; uint8 arrays are images, embedded by a residual conv
+torso. The policy and the critic each have their own torso, chosen by the config: Acme's
+D4PG LayerNorm MLP, or residual torsos from small to large (the paper's finding: deep
+residual nets with normalization imitate best). Normalization is none, layer or group.
+
+`python -m metamimic_jax.networks` prints each torso's parameter count.
 """
 
 from typing import Callable, NamedTuple, Sequence
 
-from acme import specs
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metamimic_jax.config import MetaMimicConfig
+from metamimic_jax.config import (MLP_TORSO, NORM_GROUPS, TORSO_SIZES, TORSOS,
+                                  MetaMimicConfig, TorsoSize)
 from metamimic_jax.keys import GOAL, GOAL_MINUS_OBSERVATION, OBSERVATION
 
 
@@ -35,27 +39,51 @@ class MetaMimicNetworks(NamedTuple):
   task: ActorCriticNetworks  # pi(o_t) and Q(o_t, a_t).
 
 
-class LayerNormMLP(hk.Module):
-  """Linear -> LayerNorm -> tanh, then an ELU MLP (Acme's D4PG torso)."""
+def normalize(x: jnp.ndarray, normalization: str, name=None) -> jnp.ndarray:
+  """Normalizes each example [B, ...]: 'layer' over all its axes, 'group' over
+  NORM_GROUPS groups of its channels (the last axis); 'none' returns x.
 
-  def __init__(self, layer_sizes: Sequence[int], name=None):
+  Statistics are computed in float32 whatever the compute dtype.
+  """
+  if normalization == 'none':
+    return x
+  if normalization == 'layer':
+    module = hk.LayerNorm(axis=tuple(range(1, x.ndim)), create_scale=True,
+                          create_offset=True, name=name)
+  else:
+    module = hk.GroupNorm(NORM_GROUPS, name=name)
+  return module(x.astype(jnp.float32)).astype(x.dtype)
+
+
+class LayerNormMLP(hk.Module):
+  """Linear -> LayerNorm -> tanh, then an ELU MLP (Acme's D4PG torso).
+
+  `normalization` replaces the LayerNorm ('none' drops it, 'group' uses GroupNorm).
+  """
+
+  def __init__(self, layer_sizes: Sequence[int], normalization: str = 'layer',
+               name=None):
     super().__init__(name=name)
     self._layer_sizes = tuple(layer_sizes)
+    self._normalization = normalization
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     x = hk.Linear(self._layer_sizes[0], w_init=hk.initializers.VarianceScaling(
         1.0, 'fan_avg', 'uniform'))(x)
-    x = jnp.tanh(hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x))
+    x = jnp.tanh(normalize(x, self._normalization))
     return hk.nets.MLP(self._layer_sizes[1:], activation=jax.nn.elu,
                        activate_final=True)(x)
 
 
 class ResidualConvTorso(hk.Module):
-  """IMPALA-style residual conv stack with LayerNorm before each convolution."""
+  """The small conv torso beside LayerNormMLP: per stage a conv, a max-pool and two
+  residual units of one normalized convolution each."""
 
-  def __init__(self, channels: Sequence[int], output_size: int = 256, name=None):
+  def __init__(self, channels: Sequence[int], normalization: str = 'layer',
+               output_size: int = 256, name=None):
     super().__init__(name=name)
     self._channels = tuple(channels)
+    self._normalization = normalization
     self._output_size = output_size
 
   def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
@@ -64,31 +92,102 @@ class ResidualConvTorso(hk.Module):
       x = hk.Conv2D(channels, 3, name=f'stem_{i}')(x)
       x = hk.max_pool(x, window_shape=3, strides=2, padding='SAME')
       for j in range(2):
-        residual = hk.LayerNorm(axis=(-3, -2, -1), create_scale=True,
-                                create_offset=True, name=f'norm_{i}_{j}')(x)
+        residual = normalize(x, self._normalization, name=f'norm_{i}_{j}')
         residual = hk.Conv2D(channels, 3, name=f'conv_{i}_{j}')(jax.nn.relu(residual))
         x = x + residual
     x = hk.Flatten()(jax.nn.relu(x))
     return jax.nn.relu(hk.Linear(self._output_size)(x))
 
 
-def embed(inputs, conv_channels: Sequence[int]) -> jnp.ndarray:
-  """Concatenates flattened features and conv embeddings of images, batched [B, ...].
+class ResidualMLP(hk.Module):
+  """Linear to `width`, residual blocks of two pre-activation (normalize, ReLU, Linear)
+  layers, then a final normalization and ReLU."""
 
-  Images are uint8 leaves; a goal's stacked image frames [B, H, h, w, c] are merged into
-  channels [B, h, w, H * c].
+  def __init__(self, width: int, num_blocks: int, normalization: str, name=None):
+    super().__init__(name=name)
+    self._width = width
+    self._num_blocks = num_blocks
+    self._normalization = normalization
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    x = hk.Linear(self._width, name='input')(x)
+    for i in range(self._num_blocks):
+      residual = x
+      for j in range(2):
+        residual = normalize(residual, self._normalization, name=f'norm_{i}_{j}')
+        residual = hk.Linear(self._width, name=f'linear_{i}_{j}')(jax.nn.relu(residual))
+      x = x + residual
+    return jax.nn.relu(normalize(x, self._normalization, name='output_norm'))
+
+
+class ImpalaConvTorso(hk.Module):
+  """IMPALA's residual conv net: per stage a conv, a max-pool and residual blocks of
+  two pre-activation (normalize, ReLU, conv) layers; then ReLU and one Linear layer."""
+
+  def __init__(self, channels: Sequence[int], num_blocks: int, output_size: int,
+               normalization: str, name=None):
+    super().__init__(name=name)
+    self._channels = tuple(channels)
+    self._num_blocks = num_blocks
+    self._output_size = output_size
+    self._normalization = normalization
+
+  def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
+    x = images
+    for i, channels in enumerate(self._channels):
+      x = hk.Conv2D(channels, 3, name=f'stem_{i}')(x)
+      x = hk.max_pool(x, window_shape=3, strides=2, padding='SAME')
+      for j in range(self._num_blocks):
+        residual = x
+        for k in range(2):
+          residual = normalize(residual, self._normalization, name=f'norm_{i}_{j}_{k}')
+          residual = hk.Conv2D(channels, 3, name=f'conv_{i}_{j}_{k}')(
+              jax.nn.relu(residual))
+        x = x + residual
+    x = hk.Flatten()(jax.nn.relu(x))
+    return jax.nn.relu(hk.Linear(self._output_size)(x))
+
+
+class Torso(NamedTuple):
+  """Factories (called inside a Haiku transform) of one network's two torsos."""
+  features: Callable[[], hk.Module]  # Maps [B, n] to [B, width].
+  pixels: Callable[[], hk.Module]  # Maps images [B, h, w, c] to [B, embedding].
+
+
+def make_torso(torso: str, layer_sizes: Sequence[int], config: MetaMimicConfig
+               ) -> Torso:
+  """MLP_TORSO (LayerNormMLP of `layer_sizes`, ResidualConvTorso of the config's
+  `conv_channels`) or the residual torsos of TORSO_SIZES[torso]."""
+  normalization = config.normalization
+  if torso == MLP_TORSO:
+    return Torso(lambda: LayerNormMLP(layer_sizes, normalization),
+                 lambda: ResidualConvTorso(config.conv_channels, normalization))
+  size: TorsoSize = TORSO_SIZES[torso]
+  return Torso(
+      lambda: ResidualMLP(size.width, size.blocks, normalization),
+      lambda: ImpalaConvTorso(size.conv_channels, size.conv_blocks, size.embedding_size,
+                              normalization))
+
+
+def embed(inputs, pixel_torso: Callable[[], hk.Module], dtype=jnp.float32
+          ) -> jnp.ndarray:
+  """Concatenates flattened features and conv embeddings of images, batched [B, ...],
+  in `dtype`.
+
+  Images are uint8 leaves, scaled to [0, 1]; a goal's stacked image frames
+  [B, H, h, w, c] are merged into channels [B, h, w, H * c].
   """
   features, images = [], []
   for leaf in jax.tree.leaves(inputs):
     if leaf.dtype == jnp.uint8:
-      leaf = leaf.astype(jnp.float32) / 255.0
+      leaf = (leaf.astype(jnp.float32) / 255.0).astype(dtype)
       if leaf.ndim == 5:
         leaf = jnp.moveaxis(leaf, 1, -2).reshape(leaf.shape[:1] + leaf.shape[2:4] + (-1,))
       images.append(leaf)
     else:
-      features.append(jnp.reshape(leaf, (leaf.shape[0], -1)).astype(jnp.float32))
+      features.append(jnp.reshape(leaf, (leaf.shape[0], -1)).astype(dtype))
   if images:
-    features.append(ResidualConvTorso(conv_channels)(jnp.concatenate(images, axis=-1)))
+    features.append(pixel_torso()(jnp.concatenate(images, axis=-1)))
   return jnp.concatenate(features, axis=-1)
 
 
@@ -99,12 +198,28 @@ def goal_minus_observation(observation):
           if key in current and frames.dtype != jnp.uint8}
 
 
-def make_actor_critic(action_spec: specs.BoundedArray, config: MetaMimicConfig,
+def _cast_parameters(dtype):
+  """A Haiku custom getter handing the network its (float32) parameters in `dtype`."""
+  def getter(next_getter, value, context):
+    del context
+    return next_getter(value).astype(dtype)
+  return getter
+
+
+def make_actor_critic(action_spec, config: MetaMimicConfig,
                       goal_conditioned: bool) -> ActorCriticNetworks:
-  """A D4PG actor-critic; `goal_conditioned` networks also read the goal."""
+  """A D4PG actor-critic; `goal_conditioned` networks also read the goal.
+
+  `action_spec` is any bounded array spec (`shape`, `minimum`, `maximum`), such as
+  dm_env's `specs.BoundedArray`. With `config.compute_dtype` bfloat16 the torsos and
+  heads compute in bfloat16 from float32 parameters; outputs are float32.
+  """
   action_size = int(np.prod(action_spec.shape))
   minimum = jnp.asarray(action_spec.minimum, jnp.float32)
   maximum = jnp.asarray(action_spec.maximum, jnp.float32)
+  dtype = jnp.dtype(config.compute_dtype)
+  policy_torso = make_torso(config.policy_torso, config.policy_layer_sizes, config)
+  critic_torso = make_torso(config.critic_torso, config.critic_layer_sizes, config)
 
   def select(observation):
     if not goal_conditioned:
@@ -114,23 +229,32 @@ def make_actor_critic(action_spec: specs.BoundedArray, config: MetaMimicConfig,
       inputs[GOAL_MINUS_OBSERVATION] = goal_minus_observation(observation)
     return inputs
 
+  def in_compute_dtype(fn):
+    if dtype == jnp.float32:
+      return fn
+    def wrapped(*args):
+      with hk.custom_getter(_cast_parameters(dtype)):
+        return fn(*args).astype(jnp.float32)
+    return wrapped
+
+  @in_compute_dtype
   def preactivation_fn(observation):
-    x = LayerNormMLP(config.policy_layer_sizes)(
-        embed(select(observation), config.conv_channels))
+    x = policy_torso.features()(embed(select(observation), policy_torso.pixels, dtype))
     return hk.Linear(action_size, w_init=hk.initializers.VarianceScaling(1e-4))(x)
 
   def squash(preactivation):
     action = minimum + (jnp.tanh(preactivation) + 1.0) * 0.5 * (maximum - minimum)
     return action.reshape(action.shape[:1] + tuple(action_spec.shape))
 
+  @in_compute_dtype
   def critic_fn(observation, action):
-    x = embed(select(observation), config.conv_channels)
+    x = embed(select(observation), critic_torso.pixels, dtype)
     # Actions rescaled to [-1, 1]: every action dimension weighs alike in the critic's
     # input and in dQ/da, whatever its range (Jaco: fingers 5, arm joints 0.6-0.8).
     action = jnp.reshape(action, (action.shape[0], -1))
     action = 2.0 * (action - minimum) / (maximum - minimum) - 1.0
-    x = jnp.concatenate([x, action], axis=-1)
-    x = LayerNormMLP(config.critic_layer_sizes)(x)
+    x = jnp.concatenate([x, action.astype(dtype)], axis=-1)
+    x = critic_torso.features()(x)
     return hk.Linear(config.num_atoms)(x)
 
   return ActorCriticNetworks(
@@ -141,14 +265,15 @@ def make_actor_critic(action_spec: specs.BoundedArray, config: MetaMimicConfig,
       atoms=jnp.linspace(*config.value_support, config.num_atoms))
 
 
-def make_networks(environment_spec: specs.EnvironmentSpec,
-                  config: MetaMimicConfig) -> MetaMimicNetworks:
+def make_networks(environment_spec, config: MetaMimicConfig) -> MetaMimicNetworks:
+  """Both actor-critics for an environment spec (`observations`, `actions`: Acme's
+  `specs.EnvironmentSpec` or anything with those fields)."""
   return MetaMimicNetworks(
       imitation=make_actor_critic(environment_spec.actions, config, True),
       task=make_actor_critic(environment_spec.actions, config, False))
 
 
-def dummy_inputs(environment_spec: specs.EnvironmentSpec):
+def dummy_inputs(environment_spec):
   """A batch of one zero observation and action, for `init`."""
   zeros: Callable = lambda s: np.zeros((1,) + tuple(s.shape), s.dtype)
   return (jax.tree.map(zeros, environment_spec.observations),

@@ -8,10 +8,7 @@ from metamimic_jax import demonstrators
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import make_domain
-
-TINY_CONFIG = MetaMimicConfig(
-    batch_size=8, min_replay_size=10, policy_layer_sizes=(16, 16),
-    critic_layer_sizes=(16, 16), num_atoms=11, n_step=3, target_update_period=2)
+from tests.core.synthetic import TINY_CONFIG
 
 
 @functools.lru_cache(maxsize=None)

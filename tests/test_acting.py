@@ -8,6 +8,7 @@ import pytest
 import reverb
 
 from metamimic_jax import acting
+from metamimic_jax import learner as learner_lib
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax.rewards import imitation_reward
@@ -24,8 +25,8 @@ class _Params:
         helpers.TINY_CONFIG)
 
   def get_variables(self, names):
-    policies = {learning.MetaMimicLearner.IMITATION_POLICY: self.state.imitation,
-                learning.MetaMimicLearner.TASK_POLICY: self.state.task}
+    policies = {learner_lib.MetaMimicLearner.IMITATION_POLICY: self.state.imitation,
+                learner_lib.MetaMimicLearner.TASK_POLICY: self.state.task}
     return [policies[name].policy_params for name in names]
 
 
