@@ -206,6 +206,13 @@ def _cast_parameters(dtype):
   return getter
 
 
+def _create_in_float32(next_creator, shape, dtype, init, context):
+  """A Haiku custom creator: parameters are float32 whatever dtype a layer asks for
+  (Haiku's layers ask for their input's)."""
+  del dtype, context
+  return next_creator(shape, jnp.float32, init)
+
+
 def make_actor_critic(action_spec, config: MetaMimicConfig,
                       goal_conditioned: bool) -> ActorCriticNetworks:
   """A D4PG actor-critic; `goal_conditioned` networks also read the goal.
@@ -233,7 +240,8 @@ def make_actor_critic(action_spec, config: MetaMimicConfig,
     if dtype == jnp.float32:
       return fn
     def wrapped(*args):
-      with hk.custom_getter(_cast_parameters(dtype)):
+      with hk.custom_creator(_create_in_float32), \
+           hk.custom_getter(_cast_parameters(dtype)):
         return fn(*args).astype(jnp.float32)
     return wrapped
 
