@@ -205,7 +205,7 @@ CASES = [
     Case('generate-one-demo', 'generate', ['--num_demos=1', '--output_dir={tmp}/out'],
          'flag --num_demos=1: 1 is not integer >= 2'),
     Case('generate-no-output-dir', 'generate', [],
-         'flag --output_dir must have a value other than None'),
+         'Flag --output_dir must have a value other than None'),
     Case('generate-held-out-fraction', 'generate',
          ['--held_out_fraction=0', '--output_dir={tmp}/out'], 'strictly between 0 and 1'),
     # Output directories of the demo generator.
