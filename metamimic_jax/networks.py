@@ -180,7 +180,7 @@ def embed(inputs, pixel_torso: Callable[[], hk.Module], dtype=jnp.float32
   features, images = [], []
   for leaf in jax.tree.leaves(inputs):
     if leaf.dtype == jnp.uint8:
-      leaf = (leaf.astype(jnp.float32) / 255.0).astype(dtype)
+      leaf = (jnp.asarray(leaf, jnp.float32) / 255.0).astype(dtype)
       if leaf.ndim == 5:
         leaf = jnp.moveaxis(leaf, 1, -2).reshape(leaf.shape[:1] + leaf.shape[2:4] + (-1,))
       images.append(leaf)
@@ -224,7 +224,9 @@ def make_actor_critic(action_spec, config: MetaMimicConfig,
   action_size = int(np.prod(action_spec.shape))
   minimum = jnp.asarray(action_spec.minimum, jnp.float32)
   maximum = jnp.asarray(action_spec.maximum, jnp.float32)
-  dtype = jnp.dtype(config.compute_dtype)
+  # By object, not by name: TensorFlow (imported beside us) registers its own numpy
+  # 'bfloat16', which JAX does not accept.
+  dtype = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[config.compute_dtype]
   policy_torso = make_torso(config.policy_torso, config.policy_layer_sizes, config)
   critic_torso = make_torso(config.critic_torso, config.critic_layer_sizes, config)
 
