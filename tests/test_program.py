@@ -16,7 +16,9 @@ from metamimic_jax import distributed
 from metamimic_jax import sizing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--num_demos=12',
+TINY_FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--action_repeat=1',
+              '--policy_warmup_steps=0', '--train_task_policy', '--sigma=0.2',
+              '--num_demos=12',
               '--batch_size=32', '--samples_per_insert=32', '--min_replay_size=100',
               '--policy_layers=32,32', '--critic_layers=32,32', '--eval_every_seconds=5',
               '--num_actors=2', '--progress_seconds=5']

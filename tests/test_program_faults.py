@@ -19,7 +19,8 @@ from metamimic_jax.environments import make_domain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One actor, tiny networks, checkpoints every 30 s (the first 30 s after the start).
-FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--batch_size=32',
+FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--action_repeat=1',
+         '--policy_warmup_steps=0', '--train_task_policy', '--sigma=0.2', '--batch_size=32',
          '--samples_per_insert=32', '--min_replay_size=100', '--policy_layers=32,32',
          '--critic_layers=32,32', '--eval_every_seconds=5', '--num_actors=1',
          '--progress_seconds=5', '--checkpoint_minutes=0.5', '--max_actor_steps=1000000']
