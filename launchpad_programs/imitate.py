@@ -14,6 +14,7 @@ signal).
 """
 
 import os
+import signal
 import sys
 from typing import Callable, Collection, Sequence, Tuple
 
@@ -157,6 +158,15 @@ def _settings_from_flags(preset: str) -> distributed.ProgramSettings:
 
 
 def main(argv):
+  try:
+    _main(argv)
+  except KeyboardInterrupt:  # Before the nodes start (demos, the learner-step timing).
+    print('error: stopped by SIGINT before the program started; nothing to save.',
+          file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
+
+
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cpus = os.cpu_count()

@@ -205,3 +205,24 @@ def test_progress_line_reports_rates_latest_evaluation_and_eta():
   assert line == ('progress: 400/1000 actor steps (40%), 10 actor steps/s, learner 1.0 '
                   'steps/s; held-out imitation reward 0.500, pinch error 2.0 cm (at 300 '
                   'actor steps); ETA 1 min')
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_while_preparing_stops_with_one_line(tmp_path):
+  """SIGINT during demo generation (before any node starts): 130, one line, no trace."""
+  stderr_path = tmp_path / 'stderr.txt'
+  with open(stderr_path, 'w') as stderr:
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'launchpad_programs', 'imitate.py'),
+         '--lp_launch_type=local_mp', f'--workdir={tmp_path / "run"}',
+         '--domain=point_mass', '--num_demos=2000'],
+        stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT, env=_env())
+    deadline = time.time() + 240
+    while 'demonstrations' not in stderr_path.read_text() and time.time() < deadline:
+      assert process.poll() is None, stderr_path.read_text()[-2000:]
+      time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+  output = stderr_path.read_text()
+  assert 'Traceback' not in output, output[-3000:]
+  assert output.count('error: stopped by SIGINT before the program started') == 1
