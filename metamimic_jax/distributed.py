@@ -196,7 +196,8 @@ class _PinnedState(core.Saveable):
     return self._state
 
   def save(self):
-    return self._state
+    # Before any pin (a restore reads the live state as its template): the learner's.
+    return self._learner.save() if self._state is None else self._state
 
   def restore(self, state) -> None:
     self._learner.restore(state)

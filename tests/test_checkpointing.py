@@ -85,6 +85,22 @@ def test_learner_and_counter_round_trip_exactly(tmp_path, train_task_policy):
   assert type(fresh_counter.get_counts()['actor_steps']) is int
 
 
+def test_the_learner_nodes_pinned_state_restores_into_a_fresh_node(tmp_path):
+  """The program's learner checkpoints the state it pinned; a fresh node (nothing pinned
+  yet) restores it, reading its learner's live state as the template."""
+  from metamimic_jax import distributed  # pylint: disable=import-outside-toplevel
+  holder = _Holder(1.0)
+  pinned = distributed._PinnedState(holder)  # pylint: disable=protected-access
+  pinned.pin()
+  holder.state = _Pair(np.full((2, 3), 2.0, np.float32), np.ones(3, np.float32))
+  _checkpointer(tmp_path, pinned).save(force=True)
+  fresh = _Holder(5.0)
+  assert _checkpointer(
+      tmp_path, distributed._PinnedState(fresh)).restore()  # pylint: disable=protected-access
+  np.testing.assert_array_equal(fresh.state.weights, 1.0)  # As pinned, not as stepped on.
+  np.testing.assert_array_equal(fresh.state.bias, 0.0)
+
+
 def test_keeps_the_newest_checkpoints_and_no_temporary_files(tmp_path):
   holder = _Holder(0.0)
   checkpointer = _checkpointer(tmp_path, holder, keep=2)
