@@ -242,7 +242,9 @@ class ActorNode:
         sigma=settings.actor_sigma(actor_id, config), variable_update_period=100,
         asynchronous_variables=True)
     self._loop = environment_loop.EnvironmentLoop(
-        environment, actor, counter=counting.Counter(counter, 'actor'),
+        # Every episode's steps reach the program's counter at once (time_delta 0): an
+        # actor blocked by the rate limiter would otherwise hold them back indefinitely.
+        environment, actor, counter=counting.Counter(counter, 'actor', time_delta=0.),
         logger=loggers.make_logger(settings.workdir, f'actor_{actor_id}', time_delta=30),
         label=f'actor_{actor_id}')
 
