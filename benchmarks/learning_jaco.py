@@ -42,6 +42,9 @@ _EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 25_000,
                                    'Env steps between held-out evaluations.')
 _TARGET_REWARD = flags.DEFINE_float('target_reward', 0.6, 'Imitation reward to reach.')
 _TARGET_PINCH_CM = flags.DEFINE_float('target_pinch_cm', 3.0, 'Pinch error to reach.')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False,
+                                 "Report the workdir's logged curve (a run cut short) "
+                                 'beside fresh baselines, without training.')
 
 _ERRORS = ('pinch_error_cm', 'brick_error_cm', 'arm_joint_error_rad')
 
@@ -53,6 +56,9 @@ def main(argv):
       domain='jaco_stack', workdir=_WORKDIR.value, demo_dir=_DEMO_DIR.value,
       num_demos=_NUM_DEMOS.value, max_env_steps=10**9, max_wall_minutes=_MINUTES.value,
       eval_every_env_steps=_EVAL_EVERY.value, num_task_eval_episodes=5)
+  if _REPORT_ONLY.value and not os.path.exists(
+      os.path.join(settings.workdir, 'logs', 'evaluator', 'logs.csv')):
+    raise app.UsageError(f'--report_only: no evaluator log in {settings.workdir}')
   domain = make_domain('jaco_stack')
   _, held_out = demo_sets.prepare(
       domain, settings.demo_dir or os.path.join(settings.workdir, 'demos'),
@@ -66,11 +72,14 @@ def main(argv):
   demonstrator = baselines.demonstrator_imitation(domain, environment)
   raw_steps_per_second = baselines.raw_env_steps_per_second(domain)
 
-  start = time.time()
-  training.run(settings, config)
-  seconds = time.time() - start
-
-  curve = training.evaluation_curve(settings.workdir)
+  if _REPORT_ONLY.value:
+    curve = training.evaluation_curve(settings.workdir)
+    seconds = 60 * curve['wall_minutes'][-1]
+  else:
+    start = time.time()
+    training.run(settings, config)
+    seconds = time.time() - start
+    curve = training.evaluation_curve(settings.workdir)
   print(f'\nHeld-out one-shot imitation of Jaco stacking, {len(held_out)} demos '
         '(reward: mean per step, 1.0 = perfect copy)')
   print(f'{"env steps":>10} {"minutes":>8} {"reward":>7} {"pinch cm":>9} '

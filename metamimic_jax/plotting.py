@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from metamimic_jax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -62,6 +63,8 @@ def plot_imitation_benchmark(curve: Mapping[str, np.ndarray], png: str,
       if y_key in values:
         ax.axhline(values[y_key], color=f'C{i + 1}', linestyle='--', label=name)
     ax.set_xlabel('env steps' if x_key == 'actor_steps' else 'minutes')
+    if x_key == 'actor_steps':
+      ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f'{x / 1e3:.0f}k'))
     ax.set_ylabel(y_key)
     if y_key == 'imitation_reward':
       ax.set_ylim(0, 1.05)
