@@ -37,6 +37,9 @@ from metamimic_jax import packing
 
 # Items get uniform priority, as Acme's adders without a priority function.
 _PRIORITY = 1.0
+# Items pending before the writer waits on the server: below the 50 at which Reverb's
+# writer logs that the number of pending items is "alarmingly high".
+MAX_IN_FLIGHT_ITEMS = 40
 # Acme's wait for the table signature: a distributed replay may take a while to start.
 _SIGNATURE_TIMEOUT_MS = 300_000
 
@@ -53,7 +56,7 @@ class NStepTransitionAdder(adders.Adder):
   """
 
   def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float,
-               max_in_flight_items: int = 64,
+               max_in_flight_items: int = MAX_IN_FLIGHT_ITEMS,
                packer: Optional[packing.ObservationPacker] = None):
     if n_step < 1:
       raise ValueError(f'n_step must be >= 1, got {n_step}')
