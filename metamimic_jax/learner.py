@@ -28,7 +28,8 @@ class MetaMimicLearner(acme.Learner):
   one learner on its share of each batch (its iterator yields batch_size /
   num_processes per item), the step's pmean spans every process's devices, and the
   first step after construction or `restore` starts every process from process 0's
-  state. Only process 0 counts and logs; every process must call `step` alike.
+  state. Only process 0 counts and logs; every process must call `step` and `restore`
+  alike.
   """
 
   # Names under which `get_variables` serves the policies.
@@ -111,7 +112,8 @@ class MetaMimicLearner(acme.Learner):
     return jax_utils.get_from_first_device(self._state)
 
   def restore(self, state: learning.TrainingState) -> None:
-    """Restores `state`; with several processes, process 0's reaches all at the next
-    step (so only process 0 needs to read checkpoints)."""
+    """Restores `state`. With several processes every process must call it alike;
+    process 0's state reaches all at the next step, so the others may pass any state
+    of the same structure (their own `save()`): only process 0 reads checkpoints."""
     self._state = jax_utils.replicate(state, self._devices)
     self._synced = not self._multihost

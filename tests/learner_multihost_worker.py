@@ -3,8 +3,9 @@
   python -m tests.learner_multihost_worker ADDRESS PROCESS_ID OUT.npz
 
 Starts the learner from its own seed (PROCESS_ID), takes STEPS steps on its half of
-fixed synthetic batches, then (process 1 only) restores its initial state and takes one
-more step; saves the state's leaves, its counts and how many log lines it wrote.
+fixed synthetic batches, then restores (process 0: its state; process 1: its stale
+initial one) and takes one more step; saves the state's leaves, its counts and how
+many log lines it wrote.
 """
 
 import sys
@@ -51,8 +52,9 @@ def main(argv):
   initial = learner.save()
   for _ in range(STEPS):
     learner.step()
-  if process_id == 1:  # Only process 0's state counts: this one is overwritten.
-    learner.restore(initial)
+  # Every process restores; only process 0's state counts, process 1's stale one is
+  # overwritten at the next step.
+  learner.restore(learner.save() if process_id == 0 else initial)
   learner.step()
   counts = learner._counter.get_counts()  # pylint: disable=protected-access
   np.savez(out, *jax.tree.leaves(learner.save()), steps=counts.get('steps', 0),

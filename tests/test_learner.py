@@ -52,7 +52,7 @@ def test_learner_serves_variables_and_restores():
 
 @pytest.mark.slow  # Two learner processes import Acme and compile the step: ~1-2 min.
 def test_two_learner_processes_step_as_one_and_only_process_0_counts(tmp_path):
-  """Each process starts from its own seed and process 1 restores an older state before
+  """Each process starts from its own seed, and process 1 restores a stale state before
   the last step: both must end with process 0's seed's state after 3 steps on the
   whole batches, as one process computes it."""
   with socket.socket() as s:
@@ -67,9 +67,13 @@ def test_two_learner_processes_step_as_one_and_only_process_0_counts(tmp_path):
       [sys.executable, '-m', 'tests.learner_multihost_worker', address, str(i),
        str(out)], cwd=root, env=env, stderr=subprocess.PIPE, text=True)
              for i, out in enumerate(outs)]
-  for worker in workers:
-    _, stderr = worker.communicate(timeout=400)
-    assert worker.returncode == 0, stderr[-3000:]
+  try:
+    for worker in workers:
+      _, stderr = worker.communicate(timeout=400)
+      assert worker.returncode == 0, stderr[-3000:]
+  finally:
+    for worker in workers:
+      worker.kill()
 
   config = synthetic.TINY_CONFIG
   spec = synthetic.point_mass_spec()

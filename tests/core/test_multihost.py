@@ -38,15 +38,14 @@ def _run_processes(num_processes_by_id, tmp_path, problem='linear', steps=STEPS)
       stderr=subprocess.PIPE, text=True) for i, (n, out) in
              enumerate(zip(num_processes_by_id, outs))]
   results = []
-  for worker in workers:
-    try:
+  try:
+    for worker in workers:
       stdout, stderr = worker.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-      for w in workers:
-        w.kill()
-      raise
-    results.append(subprocess.CompletedProcess(worker.args, worker.returncode, stdout,
-                                               stderr))
+      results.append(subprocess.CompletedProcess(worker.args, worker.returncode, stdout,
+                                                 stderr))
+  finally:
+    for worker in workers:
+      worker.kill()
   return results, outs
 
 
