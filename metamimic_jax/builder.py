@@ -16,8 +16,8 @@ from metamimic_jax import adders as adders_lib
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import jax_utils
 from metamimic_jax import keys
-from metamimic_jax import multihost
 from metamimic_jax import learner as learner_lib
+from metamimic_jax import multihost
 from metamimic_jax import networks as networks_lib
 from metamimic_jax import packing
 from metamimic_jax.config import MetaMimicConfig

@@ -70,13 +70,15 @@ def initialize(settings: ProcessSettings) -> None:
 
 def process_batch_size(batch_size: int, devices: Sequence[jax.Device]) -> int:
   """This process's share of the global `batch_size`, which the step's `devices` (see
-  `pmap_devices`) share; ValueError unless every device gets the same number."""
+  `pmap_devices`) share: its devices' part; ValueError unless every device gets the
+  same number."""
   if batch_size % len(devices):
     processes = jax.process_count()
     raise ValueError(f'batch_size {batch_size} must be divisible by the {len(devices)} '
                      'devices that share it' +
                      (f' ({processes} learner processes)' if processes > 1 else ''))
-  return batch_size // jax.process_count()
+  local = sum(device.process_index == jax.process_index() for device in devices)
+  return batch_size // len(devices) * local
 
 
 def pmap_devices(local_devices: Sequence[jax.Device]) -> Sequence[jax.Device]:

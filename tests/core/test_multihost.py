@@ -127,6 +127,7 @@ def test_batch_must_divide_over_every_device_of_the_job():
   devices = jax.local_devices()
   assert len(devices) == 2, 'conftest.py forces 2 host devices'
   assert multihost.process_batch_size(8, devices) == 8  # One process: all of it.
+  assert multihost.process_batch_size(3, devices[:1]) == 3
   with pytest.raises(ValueError, match='^batch_size 7 must be divisible by the 2 '
                      'devices that share it$'):
     multihost.process_batch_size(7, devices)
