@@ -17,6 +17,7 @@ from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import jax_utils
 from metamimic_jax import keys
 from metamimic_jax import learner as learner_lib
+from metamimic_jax import multihost
 from metamimic_jax import networks as networks_lib
 from metamimic_jax import packing
 from metamimic_jax.config import MetaMimicConfig
@@ -124,16 +125,23 @@ class MetaMimicBuilder:
                             devices: Optional[Sequence[jax.Device]] = None
                             ) -> Iterator[types.Transition]:
     """Batches of (unpacked) transitions, split over `devices` and prefetched onto them;
-    with `sgd_steps_per_call` K, K batches per item, [devices, K, batch / devices, ...]."""
+    with `sgd_steps_per_call` K, K batches per item, [devices, K, batch / devices, ...].
+
+    With several learner processes (multi-host) each samples its own share of the batch,
+    batch_size / num_processes, from `replay_server_address`.
+    """
     steps = self._config.sgd_steps_per_call
+    devices = devices or jax.local_devices()
+    batch_size = multihost.process_batch_size(self._config.batch_size,
+                                              multihost.pmap_devices(devices))
     dataset = datasets.make_reverb_dataset(
-        server_address=replay_server_address, batch_size=self._config.batch_size * steps,
+        server_address=replay_server_address, batch_size=batch_size * steps,
         prefetch_size=self._config.prefetch_size,
         table=self._config.replay_table_name, num_parallel_calls=2)
     packer = self.make_observation_packer(environment_spec)
     transitions = (packer.unpack_transition(sample.data)
                    for sample in dataset.as_numpy_iterator())
-    return jax_utils.sharded_prefetch(transitions, devices or jax.local_devices(),
+    return jax_utils.sharded_prefetch(transitions, devices,
                                       self._config.prefetch_size, steps)
 
   def make_learner(self, random_key: jax.Array,
@@ -142,12 +150,15 @@ class MetaMimicBuilder:
                    environment_spec: specs.EnvironmentSpec,
                    devices: Optional[Sequence[jax.Device]] = None,
                    counter: Optional[counting.Counter] = None,
-                   logger: Optional[loggers.Logger] = None
+                   logger: Optional[loggers.Logger] = None,
+                   processes: multihost.ProcessSettings = multihost.ProcessSettings()
                    ) -> learner_lib.MetaMimicLearner:
+    """The learner; `processes`: this process's place in a multi-host learner job."""
     dummy_observation, dummy_action = networks_lib.dummy_inputs(environment_spec)
     return learner_lib.MetaMimicLearner(
         networks, random_key, iterator, dummy_observation, dummy_action, self._config,
-        devices=devices, counter=counter, logger=logger, task_only=self._task_only)
+        devices=devices, counter=counter, logger=logger, task_only=self._task_only,
+        process_id=processes.process_id, num_processes=processes.num_processes)
 
   def make_actor(self, random_key: jax.Array,
                  networks: networks_lib.MetaMimicNetworks,

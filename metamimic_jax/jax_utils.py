@@ -33,8 +33,12 @@ def replicate(tree: T, devices: Sequence[jax.Device]) -> T:
 
 
 def get_from_first_device(tree: T) -> T:
-  """The first replica of a replicated tree, as numpy arrays on the host."""
-  return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+  """The first replica of a replicated tree, as numpy arrays on the host.
+
+  Copies the first local shard as it is: indexing (`x[0]`) would run a computation,
+  which in a multi-host job hangs on arrays placed by `put_sharded`.
+  """
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0, ...], tree)
 
 
 def shard(batch: T, num_shards: int, steps: int = 1) -> T:

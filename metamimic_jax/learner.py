@@ -12,6 +12,7 @@ import optax
 
 from metamimic_jax import jax_utils
 from metamimic_jax import learning
+from metamimic_jax import multihost
 from metamimic_jax import numerics
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.networks import MetaMimicNetworks
@@ -22,6 +23,13 @@ class MetaMimicLearner(acme.Learner):
 
   With `config.sgd_steps_per_call` K > 1 each item holds K batches per device and one
   `step()` runs K SGD steps (lax.scan) and counts K.
+
+  Multi-host (`num_processes` > 1, after `multihost.initialize`): every process runs
+  one learner on its share of each batch (its iterator yields batch_size /
+  num_processes per item), the step's pmean spans every process's devices, and the
+  first step after construction or `restore` starts every process from process 0's
+  state. Only process 0 counts and logs; every process must call `step` and `restore`
+  alike.
   """
 
   # Names under which `get_variables` serves the policies.
@@ -39,11 +47,19 @@ class MetaMimicLearner(acme.Learner):
                counter: Optional[counting.Counter] = None,
                logger: Optional[loggers.Logger] = None,
                log_every_seconds: float = 10.0,
-               task_only: bool = False):
+               task_only: bool = False,
+               process_id: int = 0,
+               num_processes: int = 1):
+    if (process_id, num_processes) != (jax.process_index(), jax.process_count()):
+      raise ValueError(f'learner process {process_id} of {num_processes}, but JAX runs '
+                       f'process {jax.process_index()} of {jax.process_count()} '
+                       '(multihost.initialize joins the job)')
     self._devices = list(devices or jax.local_devices())
-    if config.batch_size % len(self._devices):
-      raise ValueError(f'batch_size {config.batch_size} must be divisible by the '
-                       f'{len(self._devices)} local devices the learner shards it over')
+    step_devices = multihost.pmap_devices(self._devices)
+    multihost.process_batch_size(config.batch_size, step_devices)  # Checks it divides.
+    self._is_chief = process_id == 0
+    self._multihost = num_processes > 1
+    self._synced = not self._multihost
     self._iterator = iterator
     self._counter = counter or counting.Counter()
     self._logger = logger or loggers.make_default_logger('learner', save_data=False)
@@ -60,16 +76,22 @@ class MetaMimicLearner(acme.Learner):
       sgd_step = learning.scan_sgd_steps(sgd_step)
     self._sgd_step = jax.pmap(
         numerics.with_finite_flag(sgd_step, learning.online_parameters),
-        axis_name='devices', devices=self._devices)
+        axis_name='devices', devices=step_devices)
     self._timestamp = None
 
   def step(self) -> None:
     """One call (K steps); NonFiniteError (the state left as it was) if not finite."""
+    if not self._synced:
+      self._state = jax_utils.replicate(multihost.broadcast_from_process_0(
+          jax_utils.get_from_first_device(self._state)), self._devices)
+      self._synced = True
     transitions = next(self._iterator)
     state, metrics, finite = self._sgd_step(self._state, transitions)
     numerics.check(finite, lambda: int(jax_utils.get_from_first_device(state.steps)),
                    metrics, learning.online_parameters(state))  # Raises NonFiniteError.
     self._state = state
+    if not self._is_chief:
+      return
     now = time.time()
     elapsed = 0.0 if self._timestamp is None else now - self._timestamp
     self._timestamp = now
@@ -90,4 +112,8 @@ class MetaMimicLearner(acme.Learner):
     return jax_utils.get_from_first_device(self._state)
 
   def restore(self, state: learning.TrainingState) -> None:
+    """Restores `state`. With several processes every process must call it alike;
+    process 0's state reaches all at the next step, so the others may pass any state
+    of the same structure (their own `save()`): only process 0 reads checkpoints."""
     self._state = jax_utils.replicate(state, self._devices)
+    self._synced = not self._multihost

@@ -175,6 +175,6 @@ def test_each_device_gets_its_own_slice_of_every_batch():
       np.testing.assert_array_equal(shard.data[0], batch['x'][4 * i:4 * (i + 1)])
   builder, _, spec = helpers.point_mass_setup(
       dataclasses.replace(helpers.TINY_CONFIG, batch_size=7))
-  with pytest.raises(ValueError, match='divisible by the 2 local devices'):
+  with pytest.raises(ValueError, match='batch_size 7 must be divisible by the 2 devices'):
     builder.make_learner(jax.random.PRNGKey(0), builder.make_networks(spec), iter(()),
                          spec)

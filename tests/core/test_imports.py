@@ -8,7 +8,7 @@ import sys
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 CORE_MODULES = ('config', 'keys', 'specs', 'rewards', 'networks', 'losses', 'learning',
-                'jax_utils')
+                'jax_utils', 'multihost')
 FORBIDDEN = ('acme', 'reverb', 'launchpad', 'tensorflow', 'dm_control', 'mujoco',
              'rlax', 'distrax', 'tensorflow_probability')
 
