@@ -41,7 +41,7 @@ $(CORE_VENV)/.installed:
 
 test-core: core-env
 	@$(CORE_PY) -c 'import sys, jax, haiku, optax; print(f"core on Python {sys.version.split()[0]}, jax {jax.__version__}, haiku {haiku.__version__}, optax {optax.__version__}")'
-	PYTHONPATH=$(CURDIR) $(CORE_PY) -m pytest -q tests/core
+	PYTHONPATH=$(CURDIR) $(CORE_PY) -m pytest -q -m "not slow" tests/core
 
 test-all: install
 	$(PY) -m pytest -q tests
