@@ -8,8 +8,9 @@ For each torso, input (features, or `--image_size` px pixels with features), com
 dtype, device count and steps per call it times the learner step (both agents; one
 device jitted, or pmapped over `--devices` with the batch split between them; K > 1
 steps per call run under lax.scan, as `config.sgd_steps_per_call` does). FLOPs per SGD
-step come from XLA's cost analysis of the compiled single step (XLA counts a scan's
-loop body once, so the scanned compile would under-report by K).
+step, and those of the reference ops below, come from XLA's cost analysis of the
+compiled computation (of the single step: XLA counts a scan's loop body once, so the
+scanned compile would under-report by K).
 
 Achieved FLOP/s is divided by two peaks of the same dtype: `/layer`, the FLOP/s of the
 torso's most common layer alone at this batch (features: a Linear [B, width] x
@@ -64,17 +65,6 @@ _CACHE_DIR = flags.DEFINE_string(
     "JAX's persistent compilation cache ('' for none).")
 
 
-def matmul_flops(m: int, k: int, n: int) -> int:
-  """FLOPs of an [m, k] x [k, n] matmul (a multiply and an add per term)."""
-  return 2 * m * k * n
-
-
-def conv_flops(batch: int, height: int, width: int, kernel: int, in_channels: int,
-               out_channels: int) -> int:
-  """FLOPs of a SAME, stride-1 `kernel` x `kernel` convolution."""
-  return matmul_flops(batch * height * width, kernel * kernel * in_channels, out_channels)
-
-
 def compiled_flops(compiled) -> float:
   """FLOPs of one call of a compiled computation, from XLA's cost analysis."""
   analysis = compiled.cost_analysis()
@@ -119,14 +109,15 @@ def throughput(flops_per_step: float, steps_per_call: int, seconds_per_call: flo
                     achieved / square_flops_per_second)
 
 
-def compiled_call(fn, args) -> Callable[[], object]:
+def compiled_call(fn, args) -> Tuple[Callable[[], object], float]:
+  """A call of the compiled `fn(*args)`, and its FLOPs."""
   compiled = jax.jit(fn).lower(*args).compile()
-  return lambda: compiled(*args)
+  return lambda: compiled(*args), compiled_flops(compiled)
 
 
 def reference_layer(torso: str, inputs: str, batch_size: int, image_size: int,
-                    dtype) -> Tuple[str, Callable, Tuple, int]:
-  """The torso's most common layer at this batch: (description, fn, args, FLOPs)."""
+                    dtype) -> Tuple[str, Callable, Tuple]:
+  """The torso's most common layer at this batch: (description, fn, args)."""
   rng = np.random.default_rng(0)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape), dtype)
   config = PRESETS['paper']
@@ -134,16 +125,14 @@ def reference_layer(torso: str, inputs: str, batch_size: int, image_size: int,
     width = (max(config.critic_layer_sizes) if torso == MLP_TORSO
              else TORSO_SIZES[torso].width)
     return (f'linear {batch_size}x{width}x{width}', jnp.matmul,
-            (normal(batch_size, width), normal(width, width)),
-            matmul_flops(batch_size, width, width))
+            (normal(batch_size, width), normal(width, width)))
   channels = (config.conv_channels if torso == MLP_TORSO
               else TORSO_SIZES[torso].conv_channels)[1]
   side = -(-image_size // 4)  # Two SAME max-pools of stride 2.
   conv = lambda x, w: jax.lax.conv_general_dilated(
       x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   return (f'conv3x3 {batch_size}x{side}x{side}x{channels}', conv,
-          (normal(batch_size, side, side, channels), normal(3, 3, channels, channels)),
-          conv_flops(batch_size, side, side, 3, channels, channels))
+          (normal(batch_size, side, side, channels), normal(3, 3, channels, channels)))
 
 
 def random_batch(spec, batch_size: int, rng: np.random.Generator,
@@ -206,12 +195,12 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
   observation, action = networks_lib.dummy_inputs(spec)
   state = learning.init_training_state(jax.random.PRNGKey(0), networks, observation,
                                        action, config)
-  layer, layer_fn, layer_args, layer_flops = reference_layer(
-      torso, inputs, config.batch_size, _IMAGE_SIZE.value, DTYPES[dtype])
+  layer, layer_fn, layer_args = reference_layer(torso, inputs, config.batch_size,
+                                                _IMAGE_SIZE.value, DTYPES[dtype])
   size = _MATMUL_SIZE.value
   square = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), DTYPES[dtype])
-  references = [compiled_call(jnp.matmul, (square, square)),
-                compiled_call(layer_fn, layer_args)]
+  (square_call, square_flops), (layer_call, layer_flops) = (
+      compiled_call(jnp.matmul, (square, square)), compiled_call(layer_fn, layer_args))
   flops_per_step = None
   for num_devices in devices:
     for k in steps_per_call:
@@ -223,9 +212,9 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
         flops_per_step = compiled_flops(single)
       del compiled
       square_seconds, layer_seconds, seconds = best_seconds(
-          references + [call], _MIN_CALLS.value, _MIN_SECONDS.value)
+          [square_call, layer_call, call], _MIN_CALLS.value, _MIN_SECONDS.value)
       layer_rate = layer_flops / layer_seconds
-      square_rate = matmul_flops(size, size, size) / square_seconds
+      square_rate = square_flops / square_seconds
       yield (num_devices, k, layer,
              throughput(flops_per_step, k, seconds, config.batch_size, layer_rate,
                         square_rate), compile_seconds, layer_rate / 1e9,
