@@ -15,9 +15,11 @@ scanned compile would under-report by K).
 Achieved FLOP/s is divided by two peaks of the same dtype: `/layer`, the FLOP/s of the
 torso's most common layer alone at this batch (features: a Linear [B, width] x
 [width, width]; pixels: a 3x3 conv of the second stage, [B, size/4, size/4, C] -> C),
-and `/square`, a `--matmul_size` square matmul. The step and both references take
-turns, call by call, for at least `--min_calls` rounds and `--min_seconds`; each keeps
-its fastest call (a shared machine's load slows calls, never speeds them).
+and `/square`, a `--matmul_size` square matmul. Each reference runs as many times in
+a row as makes about the step call's FLOPs, so that it lasts about as long; the step
+and both references take turns for at least `--min_rounds` rounds and `--min_seconds`,
+and each keeps its median time (on a shared machine the load changes from second to
+second: turns of similar length see the same load).
 Compile seconds are printed per row; `--cache_dir` keeps XLA's compiles between runs.
 
 `--devices=2` on a CPU forces that many host devices (XLA's
@@ -55,8 +57,8 @@ _STEPS_PER_CALL = flags.DEFINE_list('steps_per_call', ['1', '4'],
                                     'SGD steps per call (K > 1: lax.scan).')
 _DEVICES = flags.DEFINE_list('devices', ['1'], 'Device counts (K > 1: pmap).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Learner batch size (all devices).')
-_MIN_CALLS = flags.DEFINE_integer('min_calls', 3, 'Timed rounds per row, at least.')
-_MIN_SECONDS = flags.DEFINE_float('min_seconds', 2.0, 'Timed seconds per row, at least.')
+_MIN_ROUNDS = flags.DEFINE_integer('min_rounds', 5, 'Timed rounds per row, at least.')
+_MIN_SECONDS = flags.DEFINE_float('min_seconds', 0.0, 'Timed seconds per row, at least.')
 _FEATURE_SIZE = flags.DEFINE_integer('feature_size', 73, 'Features per frame.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 48, 'Pixels per side.')
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul.')
@@ -73,20 +75,26 @@ def compiled_flops(compiled) -> float:
   return float(analysis['flops'])
 
 
-def best_seconds(calls: Sequence[Callable[[], object]], min_rounds: int,
-                 min_seconds: float) -> List[float]:
-  """Each call's fastest time over at least `min_rounds` rounds lasting `min_seconds`
+def median_seconds(calls: Sequence[Callable[[], object]], min_rounds: int,
+                   min_seconds: float) -> List[float]:
+  """Each call's median time over at least `min_rounds` rounds lasting `min_seconds`
   in all, the calls taking turns within a round (after one warm-up call each), so that
-  a shared machine's load weighs on all of them alike."""
+  a shared machine's changing load weighs on all of them alike."""
   for call in calls:
     jax.block_until_ready(call())
-  times = [[] for _ in calls]
-  while len(times[0]) < min_rounds or sum(map(sum, times)) < min_seconds:
-    for call, call_times in zip(calls, times):
+  times = []
+  while len(times) < min_rounds or np.sum(times) < min_seconds:
+    times.append([])
+    for call in calls:
       start = time.perf_counter()
       jax.block_until_ready(call())
-      call_times.append(time.perf_counter() - start)
-  return [min(call_times) for call_times in times]
+      times[-1].append(time.perf_counter() - start)
+  return list(np.median(times, axis=0))
+
+
+def repeated(call: Callable[[], object], times: int) -> Callable[[], object]:
+  """`call` made `times` times, each run to completion."""
+  return lambda: [jax.block_until_ready(call()) for _ in range(times)][-1]
 
 
 class Throughput(NamedTuple):
@@ -211,10 +219,14 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
                   compile_step(networks, config, state, spec, 1, 1)[2])
         flops_per_step = compiled_flops(single)
       del compiled
-      square_seconds, layer_seconds, seconds = best_seconds(
-          [square_call, layer_call, call], _MIN_CALLS.value, _MIN_SECONDS.value)
-      layer_rate = layer_flops / layer_seconds
-      square_rate = square_flops / square_seconds
+      # References repeated to about the step call's FLOPs, so as to last about as long.
+      layer_times, square_times = (max(1, round(flops_per_step * k / flops))
+                                   for flops in (layer_flops, square_flops))
+      square_seconds, layer_seconds, seconds = median_seconds(
+          [repeated(square_call, square_times), repeated(layer_call, layer_times), call],
+          _MIN_ROUNDS.value, _MIN_SECONDS.value)
+      layer_rate = layer_flops * layer_times / layer_seconds
+      square_rate = square_flops * square_times / square_seconds
       yield (num_devices, k, layer,
              throughput(flops_per_step, k, seconds, config.batch_size, layer_rate,
                         square_rate), compile_seconds, layer_rate / 1e9,

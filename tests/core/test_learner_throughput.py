@@ -39,12 +39,18 @@ def test_throughput_arithmetic():
   np.testing.assert_allclose(row, (8.0, 2048.0, 2.0, 16.0, 0.8, 0.4))
 
 
-def test_best_seconds_keeps_each_calls_fastest_and_takes_turns():
+def test_median_seconds_takes_turns_and_keeps_each_calls_median():
   order = []
   calls = [lambda: order.append('a'), lambda: order.append('b')]
-  seconds = learner_throughput.best_seconds(calls, min_rounds=3, min_seconds=0.0)
+  seconds = learner_throughput.median_seconds(calls, min_rounds=3, min_seconds=0.0)
   assert order == ['a', 'b'] + ['a', 'b'] * 3  # A warm-up call each, then 3 rounds.
   assert len(seconds) == 2 and all(s >= 0 for s in seconds)
+
+
+def test_repeated_makes_the_call_that_many_times():
+  count = []
+  assert learner_throughput.repeated(lambda: count.append(1) or len(count), 4)() == 4
+  assert len(count) == 4
 
 
 @pytest.mark.slow
@@ -52,7 +58,7 @@ def test_tiny_run_prints_a_row_per_device_count_and_steps_per_call():
   result = subprocess.run(
       [sys.executable, 'benchmarks/learner_throughput.py', '--torsos=small',
        '--inputs=features', '--dtypes=float32', '--batch_size=8', '--steps_per_call=1,2',
-       '--devices=1,2', '--min_calls=1', '--min_seconds=0', '--matmul_size=64',
+       '--devices=1,2', '--min_rounds=1', '--matmul_size=64',
        '--cache_dir='],
       cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True,
       timeout=600, check=True)
