@@ -21,6 +21,8 @@ and both references take turns for at least `--min_rounds` rounds and `--min_sec
 and each keeps its median time (on a shared machine the load changes from second to
 second: turns of similar length see the same load).
 Compile seconds are printed per row; `--cache_dir` keeps XLA's compiles between runs.
+`--compare_options` also times each one-device row compiled with those XLA options,
+in the same rounds (rows 'options' beside 'default').
 
 `--devices=2` on a CPU forces that many host devices (XLA's
 --xla_force_host_platform_device_count), as the tests do.
@@ -32,7 +34,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from typing import Callable, List, NamedTuple, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -62,6 +64,10 @@ _MIN_SECONDS = flags.DEFINE_float('min_seconds', 0.0, 'Timed seconds per row, at
 _FEATURE_SIZE = flags.DEFINE_integer('feature_size', 73, 'Features per frame.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 48, 'Pixels per side.')
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul.')
+_COMPARE_OPTIONS = flags.DEFINE_list(
+    'compare_options', [], 'XLA compiler options name=value: one-device rows are also '
+    'timed compiled with them, in the same rounds (e.g. '
+    'xla_cpu_enable_concurrency_optimized_scheduler=false).')
 _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', os.path.join(tempfile.gettempdir(), 'metamimic_jax_xla_cache'),
     "JAX's persistent compilation cache ('' for none).")
@@ -157,10 +163,11 @@ def random_batch(spec, batch_size: int, rng: np.random.Generator,
                              observation())
 
 
-def compile_step(networks, config, state, spec, num_devices: int, steps_per_call: int
+def compile_step(networks, config, state, spec, num_devices: int, steps_per_call: int,
+                 compiler_options: Optional[Dict[str, object]] = None
                  ) -> Tuple[Callable[[], object], float, object]:
   """A call of K steps on D devices (state threaded from call to call), its compile
-  seconds, and the compiled computation."""
+  seconds, and the compiled computation; `compiler_options` (XLA's, one device only)."""
   rng = np.random.default_rng(0)
   leading = () if steps_per_call == 1 else (steps_per_call,)
   if num_devices == 1:
@@ -180,7 +187,7 @@ def compile_step(networks, config, state, spec, num_devices: int, steps_per_call
     state = jax_utils.replicate(state, devices)
     transform = jax.pmap(step, axis_name=AXIS, devices=devices)
   start = time.perf_counter()
-  compiled = transform.lower(state, batch).compile()
+  compiled = transform.lower(state, batch).compile(compiler_options)
   compile_seconds = time.perf_counter() - start
   holder = [state]
 
@@ -192,8 +199,10 @@ def compile_step(networks, config, state, spec, num_devices: int, steps_per_call
 
 
 def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
-                 steps_per_call: Sequence[int]):
-  """Rows for one torso, input and dtype: (devices, K, layer, Throughput, compile
+                 steps_per_call: Sequence[int],
+                 compare_options: Optional[Dict[str, object]] = None):
+  """Rows for one torso, input and dtype: (devices, K, XLA options ('default' or
+  'options': `compare_options`, timed in the same rounds), layer, Throughput, compile
   seconds, layer GFLOP/s, square GFLOP/s)."""
   config = dataclasses.replace(PRESETS['paper'], policy_torso=torso, critic_torso=torso,
                                compute_dtype=dtype, batch_size=_BATCH_SIZE.value)
@@ -219,22 +228,44 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
                   compile_step(networks, config, state, spec, 1, 1)[2])
         flops_per_step = compiled_flops(single)
       del compiled
+      variants = [('default', call, compile_seconds)]
+      if compare_options and num_devices == 1:
+        other, other_seconds, _ = compile_step(networks, config, state, spec, 1, k,
+                                               compare_options)
+        variants.append(('options', other, other_seconds))
       # References repeated to about the step call's FLOPs, so as to last about as long.
       layer_times, square_times = (max(1, round(flops_per_step * k / flops))
                                    for flops in (layer_flops, square_flops))
-      square_seconds, layer_seconds, seconds = median_seconds(
-          [repeated(square_call, square_times), repeated(layer_call, layer_times), call],
-          _MIN_ROUNDS.value, _MIN_SECONDS.value)
+      square_seconds, layer_seconds, *seconds = median_seconds(
+          [repeated(square_call, square_times), repeated(layer_call, layer_times)] +
+          [variant[1] for variant in variants], _MIN_ROUNDS.value, _MIN_SECONDS.value)
       layer_rate = layer_flops * layer_times / layer_seconds
       square_rate = square_flops * square_times / square_seconds
-      yield (num_devices, k, layer,
-             throughput(flops_per_step, k, seconds, config.batch_size, layer_rate,
-                        square_rate), compile_seconds, layer_rate / 1e9,
-             square_rate / 1e9)
+      for (name, _, compile_seconds), step_seconds in zip(variants, seconds):
+        yield (num_devices, k, name, layer,
+               throughput(flops_per_step, k, step_seconds, config.batch_size, layer_rate,
+                          square_rate), compile_seconds, layer_rate / 1e9,
+               square_rate / 1e9)
+
+
+def parse_options(options: Sequence[str]) -> Dict[str, object]:
+  """XLA compiler options from 'name=value' strings (true/false and integers typed)."""
+  parsed = {}
+  for option in options:
+    name, equals, value = option.partition('=')
+    if not equals or not name:
+      raise ValueError(f'{option!r} is not name=value')
+    typed = {'true': True, 'false': False}.get(value.lower(), value)
+    parsed[name] = int(value) if value.lstrip('-').isdigit() else typed
+  return parsed
 
 
 def main(argv):
   del argv
+  try:
+    compare_options = parse_options(_COMPARE_OPTIONS.value)
+  except ValueError as e:
+    raise app.UsageError(f'--compare_options: {e}')
   try:
     steps_per_call = [int(k) for k in _STEPS_PER_CALL.value]
     devices = [int(d) for d in _DEVICES.value]
@@ -265,15 +296,16 @@ def main(argv):
   print(f'device: {device.platform} {device.device_kind} ({jax.device_count()} '
         f'devices), jax {jax.__version__}, batch {_BATCH_SIZE.value}, square matmul '
         f'{_MATMUL_SIZE.value}, cache {_CACHE_DIR.value or "off"}')
-  print(f'{"torso":>7} {"inputs":>8} {"dtype":>8} {"dev":>3} {"K":>2} {"steps/s":>8} '
+  print(f'{"torso":>7} {"inputs":>8} {"dtype":>8} {"dev":>3} {"K":>2} {"xla":>7} {"steps/s":>8} '
         f'{"samples/s":>9} {"GFLOP/step":>10} {"GFLOP/s":>8} {"/layer":>6} '
         f'{"/square":>7} {"compile s":>9}  layer GFLOP/s, square GFLOP/s')
   for torso in _TORSOS.value:
     for inputs in _INPUTS.value:
       for dtype in _DTYPES.value:
-        for (num_devices, k, layer, row, compile_seconds, layer_rate,
-             square_rate) in time_setting(torso, inputs, dtype, devices, steps_per_call):
-          print(f'{torso:>7} {inputs:>8} {dtype:>8} {num_devices:>3} {k:>2} '
+        for (num_devices, k, options, layer, row, compile_seconds, layer_rate,
+             square_rate) in time_setting(torso, inputs, dtype, devices, steps_per_call,
+                                          compare_options):
+          print(f'{torso:>7} {inputs:>8} {dtype:>8} {num_devices:>3} {k:>2} {options:>7} '
                 f'{row.steps_per_second:>8.2f} {row.samples_per_second:>9.0f} '
                 f'{row.gflop_per_step:>10.2f} {row.gflop_per_second:>8.1f} '
                 f'{row.layer_ratio:>6.2f} {row.square_ratio:>7.2f} '

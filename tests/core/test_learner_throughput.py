@@ -66,4 +66,5 @@ def test_tiny_run_prints_a_row_per_device_count_and_steps_per_call():
           if line.split()[:2] == ['small', 'features']]
   assert [(row[3], row[4]) for row in rows] == [('1', '1'), ('1', '2'), ('2', '1'),
                                                  ('2', '2')]
-  assert all(float(row[5]) > 0 and float(row[7]) > 0 for row in rows)
+  assert all(row[5] == 'default' and float(row[6]) > 0 and float(row[8]) > 0
+             for row in rows)
