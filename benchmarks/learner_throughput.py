@@ -1,18 +1,40 @@
 """Learner throughput per torso: SGD steps/s, samples/s, FLOPs and the matmul peak.
 
     python benchmarks/learner_throughput.py [--torsos=small,medium,large]
-        [--inputs=features,pixels] [--dtypes=float32,bfloat16] [--scan_steps=4]
+        [--inputs=features,pixels] [--dtypes=float32,bfloat16]
+        [--steps_per_call=1,4] [--devices=1] [--batch_size=256]
 
-For each torso, input (features, or 48 px pixels with features) and compute dtype it
-times the jitted learner step (both agents, one device) called once per batch and, with
-lax.scan, `--scan_steps` steps per call. FLOPs per SGD step come from XLA's cost
-analysis of the compiled single step (it counts a scan's loop body once); achieved FLOP/s is printed beside this machine's matmul
-peak for the same dtype, measured in the same run, as a ratio. Imports only the
-portable core, so it runs on any modern JAX image (CPU, GPU or TPU).
+For each torso, input (features, or `--image_size` px pixels with features), compute
+dtype, device count and steps per call it times the learner step (both agents; one
+device jitted, or pmapped over `--devices` with the batch split between them; K > 1
+steps per call run under lax.scan, as `config.sgd_steps_per_call` does). FLOPs per SGD
+step, and those of the reference ops below, come from XLA's cost analysis of the
+compiled computation (of the single step: XLA counts a scan's loop body once, so the
+scanned compile would under-report by K).
+
+Achieved FLOP/s is divided by two peaks of the same dtype: `/layer`, the FLOP/s of the
+torso's most common layer alone at this batch (features: a Linear [B, width] x
+[width, width]; pixels: a 3x3 conv of the second stage, [B, size/4, size/4, C] -> C),
+and `/square`, a `--matmul_size` square matmul. Each reference runs as many times in
+a row as makes about the step call's FLOPs, so that it lasts about as long; the step
+and both references take turns for at least `--min_rounds` rounds and `--min_seconds`,
+and each keeps its median time (on a shared machine the load changes from second to
+second: turns of similar length see the same load).
+Compile seconds are printed per row; `--cache_dir` keeps XLA's compiles between runs.
+`--compare_options` also times each one-device row compiled with those XLA options,
+in the same rounds (rows 'options' beside 'default').
+
+`--devices=2` on a CPU forces that many host devices (XLA's
+--xla_force_host_platform_device_count), as the tests do.
+
+Imports only the portable core, so it runs on any modern JAX image (CPU, GPU or TPU).
 """
 
 import dataclasses
+import os
+import tempfile
 import time
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -20,61 +42,168 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metamimic_jax import jax_utils
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax import specs
-from metamimic_jax.config import COMPUTE_DTYPES, PRESETS, TORSOS
+from metamimic_jax.config import COMPUTE_DTYPES, MLP_TORSO, PRESETS, TORSO_SIZES, TORSOS
+
+INPUTS = ('features', 'pixels')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+AXIS = 'devices'
 
 _TORSOS = flags.DEFINE_list('torsos', ['small', 'medium', 'large'], 'Torsos to time.')
-_INPUTS = flags.DEFINE_list('inputs', ['features', 'pixels'], 'features and/or pixels.')
+_INPUTS = flags.DEFINE_list('inputs', list(INPUTS), 'features and/or pixels.')
 _DTYPES = flags.DEFINE_list('dtypes', list(COMPUTE_DTYPES), 'Compute dtypes.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Learner batch size.')
-_SCAN_STEPS = flags.DEFINE_integer('scan_steps', 4, 'SGD steps per call with scan.')
-_CALLS = flags.DEFINE_integer('calls', 3, 'Timed calls per setting (best is kept).')
+_STEPS_PER_CALL = flags.DEFINE_list('steps_per_call', ['1', '4'],
+                                    'SGD steps per call (K > 1: lax.scan).')
+_DEVICES = flags.DEFINE_list('devices', ['1'], 'Device counts (K > 1: pmap).')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Learner batch size (all devices).')
+_MIN_ROUNDS = flags.DEFINE_integer('min_rounds', 5, 'Timed rounds per row, at least.')
+_MIN_SECONDS = flags.DEFINE_float('min_seconds', 0.0, 'Timed seconds per row, at least.')
 _FEATURE_SIZE = flags.DEFINE_integer('feature_size', 73, 'Features per frame.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 48, 'Pixels per side.')
-_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the peak matmul.')
+_MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul.')
+_COMPARE_OPTIONS = flags.DEFINE_list(
+    'compare_options', [], 'XLA compiler options name=value: one-device rows are also '
+    'timed compiled with them, in the same rounds (e.g. '
+    'xla_cpu_enable_concurrency_optimized_scheduler=false).')
+_CACHE_DIR = flags.DEFINE_string(
+    'cache_dir', os.path.join(tempfile.gettempdir(), 'metamimic_jax_xla_cache'),
+    "JAX's persistent compilation cache ('' for none).")
 
 
-def best_seconds(fn, *args, calls):
-  """The fastest of `calls` timed calls (after one warm-up), and the last result."""
-  result = jax.block_until_ready(fn(*args))
-  best = float('inf')
-  for _ in range(calls):
-    start = time.perf_counter()
-    result = jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best, result
-
-
-def matmul_peak(dtype: str, size: int, calls: int) -> float:
-  """FLOP/s of a jitted square matmul: this device's practical peak."""
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), dtype)
-  seconds, _ = best_seconds(jax.jit(lambda a: a @ a), x, calls=calls)
-  return 2 * size**3 / seconds
-
-
-def flops(compiled) -> float:
+def compiled_flops(compiled) -> float:
+  """FLOPs of one call of a compiled computation, from XLA's cost analysis."""
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per computation.
     analysis = analysis[0]
   return float(analysis['flops'])
 
 
-def random_batch(spec, batch_size, rng, leading=()):
+def median_seconds(calls: Sequence[Callable[[], object]], min_rounds: int,
+                   min_seconds: float) -> List[float]:
+  """Each call's median time over at least `min_rounds` rounds lasting `min_seconds`
+  in all, the calls taking turns within a round (after one warm-up call each), so that
+  a shared machine's changing load weighs on all of them alike."""
+  for call in calls:
+    jax.block_until_ready(call())
+  times = []
+  while len(times) < min_rounds or np.sum(times) < min_seconds:
+    times.append([])
+    for call in calls:
+      start = time.perf_counter()
+      jax.block_until_ready(call())
+      times[-1].append(time.perf_counter() - start)
+  return list(np.median(times, axis=0))
+
+
+def repeated(call: Callable[[], object], times: int) -> Callable[[], object]:
+  """`call` made `times` times, each run to completion."""
+  return lambda: [jax.block_until_ready(call()) for _ in range(times)][-1]
+
+
+class Throughput(NamedTuple):
+  steps_per_second: float
+  samples_per_second: float
+  gflop_per_step: float
+  gflop_per_second: float
+  layer_ratio: float  # Achieved FLOP/s / the layer's FLOP/s alone.
+  square_ratio: float  # Achieved FLOP/s / the square matmul's.
+
+
+def throughput(flops_per_step: float, steps_per_call: int, seconds_per_call: float,
+               batch_size: int, layer_flops_per_second: float,
+               square_flops_per_second: float) -> Throughput:
+  steps_per_second = steps_per_call / seconds_per_call
+  achieved = flops_per_step * steps_per_second
+  return Throughput(steps_per_second, steps_per_second * batch_size,
+                    flops_per_step / 1e9, achieved / 1e9,
+                    achieved / layer_flops_per_second,
+                    achieved / square_flops_per_second)
+
+
+def compiled_call(fn, args) -> Tuple[Callable[[], object], float]:
+  """A call of the compiled `fn(*args)`, and its FLOPs."""
+  compiled = jax.jit(fn).lower(*args).compile()
+  return lambda: compiled(*args), compiled_flops(compiled)
+
+
+def reference_layer(torso: str, inputs: str, batch_size: int, image_size: int,
+                    dtype) -> Tuple[str, Callable, Tuple]:
+  """The torso's most common layer at this batch: (description, fn, args)."""
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: jnp.asarray(rng.normal(size=shape), dtype)
+  config = PRESETS['paper']
+  if inputs == 'features':
+    width = (max(config.critic_layer_sizes) if torso == MLP_TORSO
+             else TORSO_SIZES[torso].width)
+    return (f'linear {batch_size}x{width}x{width}', jnp.matmul,
+            (normal(batch_size, width), normal(width, width)))
+  channels = (config.conv_channels if torso == MLP_TORSO
+              else TORSO_SIZES[torso].conv_channels)[1]
+  side = -(-image_size // 4)  # Two SAME max-pools of stride 2.
+  conv = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return (f'conv3x3 {batch_size}x{side}x{side}x{channels}', conv,
+          (normal(batch_size, side, side, channels), normal(3, 3, channels, channels)))
+
+
+def random_batch(spec, batch_size: int, rng: np.random.Generator,
+                 leading: Tuple[int, ...] = ()) -> learning.Transition:
   def sample(s):
     shape = leading + (batch_size,) + tuple(s.shape)
     if s.dtype == np.uint8:
       return rng.integers(0, 256, shape).astype(np.uint8)
     return rng.uniform(-1, 1, shape).astype(np.float32)
   observation = lambda: jax.tree.map(sample, spec.observations)
-  per_key = lambda: {'imitation': rng.uniform(0, 1, leading + (batch_size,)).astype(
-      np.float32), 'task': rng.uniform(0, 1, leading + (batch_size,)).astype(np.float32)}
+  per_key = lambda: {key: rng.uniform(0, 1, leading + (batch_size,)).astype(np.float32)
+                     for key in ('imitation', 'task')}
   return learning.Transition(observation(), sample(spec.actions), per_key(), per_key(),
                              observation())
 
 
-def time_setting(torso, inputs, dtype, peaks):
+def compile_step(networks, config, state, spec, num_devices: int, steps_per_call: int,
+                 compiler_options: Optional[Dict[str, object]] = None
+                 ) -> Tuple[Callable[[], object], float, object]:
+  """A call of K steps on D devices (state threaded from call to call), its compile
+  seconds, and the compiled computation; `compiler_options` (XLA's, one device only)."""
+  rng = np.random.default_rng(0)
+  leading = () if steps_per_call == 1 else (steps_per_call,)
+  if num_devices == 1:
+    step = learning.make_sgd_step(networks, config)
+    if steps_per_call > 1:
+      step = learning.scan_sgd_steps(step)
+    batch = jax.device_put(random_batch(spec, config.batch_size, rng, leading))
+    transform = jax.jit(step)
+  else:
+    devices = jax.devices()[:num_devices]
+    step = learning.make_sgd_step(networks, config, axis_name=AXIS)
+    if steps_per_call > 1:
+      step = learning.scan_sgd_steps(step)
+    batch = jax_utils.put_sharded(
+        jax_utils.shard(random_batch(spec, config.batch_size * steps_per_call, rng),
+                        num_devices, steps_per_call), devices)
+    state = jax_utils.replicate(state, devices)
+    transform = jax.pmap(step, axis_name=AXIS, devices=devices)
+  start = time.perf_counter()
+  compiled = transform.lower(state, batch).compile(compiler_options)
+  compile_seconds = time.perf_counter() - start
+  holder = [state]
+
+  def call():
+    holder[0], metrics = compiled(holder[0], batch)
+    return metrics
+
+  return call, compile_seconds, compiled
+
+
+def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
+                 steps_per_call: Sequence[int],
+                 compare_options: Optional[Dict[str, object]] = None):
+  """Rows for one torso, input and dtype: (devices, K, XLA options ('default' or
+  'options': `compare_options`, timed in the same rounds), layer, Throughput, compile
+  seconds, layer GFLOP/s, square GFLOP/s)."""
   config = dataclasses.replace(PRESETS['paper'], policy_torso=torso, critic_torso=torso,
                                compute_dtype=dtype, batch_size=_BATCH_SIZE.value)
   spec = specs.make_spec(_FEATURE_SIZE.value, 9,
@@ -83,52 +212,105 @@ def time_setting(torso, inputs, dtype, peaks):
   observation, action = networks_lib.dummy_inputs(spec)
   state = learning.init_training_state(jax.random.PRNGKey(0), networks, observation,
                                        action, config)
-  rng = np.random.default_rng(0)
-  sgd_step = learning.make_sgd_step(networks, config)
-  rows, flops_per_step = [], None
-  for scan in (1, _SCAN_STEPS.value):
-    if scan == 1:
-      step, batch = sgd_step, random_batch(spec, config.batch_size, rng)
-    else:
-      step = learning.scan_sgd_steps(sgd_step)
-      batch = random_batch(spec, config.batch_size, rng, leading=(scan,))
-    compiled = jax.jit(step).lower(state, batch).compile()
-    seconds, _ = best_seconds(compiled, state, batch, calls=_CALLS.value)
-    if scan == 1:  # XLA counts a scan's (while loop's) body once: use the plain step's.
-      flops_per_step = flops(compiled)
-    steps_per_second = scan / seconds
-    achieved = flops_per_step * steps_per_second
-    rows.append((torso, inputs, dtype, scan, steps_per_second,
-                 steps_per_second * config.batch_size, flops_per_step / 1e9,
-                 achieved / 1e9, achieved / peaks[dtype]))
-  return rows
+  layer, layer_fn, layer_args = reference_layer(torso, inputs, config.batch_size,
+                                                _IMAGE_SIZE.value, DTYPES[dtype])
+  size = _MATMUL_SIZE.value
+  square = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), DTYPES[dtype])
+  (square_call, square_flops), (layer_call, layer_flops) = (
+      compiled_call(jnp.matmul, (square, square)), compiled_call(layer_fn, layer_args))
+  flops_per_step = None
+  for num_devices in devices:
+    for k in steps_per_call:
+      call, compile_seconds, compiled = compile_step(networks, config, state, spec,
+                                                     num_devices, k)
+      if flops_per_step is None:
+        single = (compiled if (num_devices, k) == (1, 1) else
+                  compile_step(networks, config, state, spec, 1, 1)[2])
+        flops_per_step = compiled_flops(single)
+      del compiled
+      variants = [('default', call, compile_seconds)]
+      if compare_options and num_devices == 1:
+        other, other_seconds, _ = compile_step(networks, config, state, spec, 1, k,
+                                               compare_options)
+        variants.append(('options', other, other_seconds))
+      # References repeated to about the step call's FLOPs, so as to last about as long.
+      layer_times, square_times = (max(1, round(flops_per_step * k / flops))
+                                   for flops in (layer_flops, square_flops))
+      square_seconds, layer_seconds, *seconds = median_seconds(
+          [repeated(square_call, square_times), repeated(layer_call, layer_times)] +
+          [variant[1] for variant in variants], _MIN_ROUNDS.value, _MIN_SECONDS.value)
+      layer_rate = layer_flops * layer_times / layer_seconds
+      square_rate = square_flops * square_times / square_seconds
+      for (name, _, compile_seconds), step_seconds in zip(variants, seconds):
+        yield (num_devices, k, name, layer,
+               throughput(flops_per_step, k, step_seconds, config.batch_size, layer_rate,
+                          square_rate), compile_seconds, layer_rate / 1e9,
+               square_rate / 1e9)
+
+
+def parse_options(options: Sequence[str]) -> Dict[str, object]:
+  """XLA compiler options from 'name=value' strings (true/false and integers typed)."""
+  parsed = {}
+  for option in options:
+    name, equals, value = option.partition('=')
+    if not equals or not name:
+      raise ValueError(f'{option!r} is not name=value')
+    typed = {'true': True, 'false': False}.get(value.lower(), value)
+    parsed[name] = int(value) if value.lstrip('-').isdigit() else typed
+  return parsed
 
 
 def main(argv):
   del argv
+  try:
+    compare_options = parse_options(_COMPARE_OPTIONS.value)
+  except ValueError as e:
+    raise app.UsageError(f'--compare_options: {e}')
+  try:
+    steps_per_call = [int(k) for k in _STEPS_PER_CALL.value]
+    devices = [int(d) for d in _DEVICES.value]
+  except ValueError as e:
+    raise app.UsageError(f'--steps_per_call and --devices take integers: {e}')
   for name, values, allowed in (('torsos', _TORSOS.value, TORSOS),
-                                ('inputs', _INPUTS.value, ('features', 'pixels')),
+                                ('inputs', _INPUTS.value, INPUTS),
                                 ('dtypes', _DTYPES.value, COMPUTE_DTYPES)):
     unknown = sorted(set(values) - set(allowed))
     if unknown:
       raise app.UsageError(f'--{name}: unknown {", ".join(unknown)}; choose from '
                            f'{", ".join(allowed)}')
+  if min(steps_per_call + devices) < 1:
+    raise app.UsageError('--steps_per_call and --devices must be >= 1')
+  uneven = [d for d in devices if _BATCH_SIZE.value % d]
+  if uneven:
+    raise app.UsageError(f'--batch_size {_BATCH_SIZE.value} does not divide over '
+                         f'{uneven} devices')
+  if max(devices) > 1:  # Read when the CPU backend starts (it has not yet).
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               f' --xla_force_host_platform_device_count={max(devices)}')
+  if _CACHE_DIR.value:
+    jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  if max(devices) > jax.device_count():
+    raise app.UsageError(f'--devices {max(devices)}: only {jax.device_count()} devices')
   device = jax.devices()[0]
   print(f'device: {device.platform} {device.device_kind} ({jax.device_count()} '
-        f'devices), jax {jax.__version__}, batch {_BATCH_SIZE.value}')
-  peaks = {dtype: matmul_peak(dtype, _MATMUL_SIZE.value, _CALLS.value)
-           for dtype in _DTYPES.value}
-  for dtype, peak in peaks.items():
-    print(f'matmul peak {dtype}: {peak / 1e9:.1f} GFLOP/s '
-          f'({_MATMUL_SIZE.value}x{_MATMUL_SIZE.value})')
-  print(f'{"torso":>7} {"inputs":>8} {"dtype":>8} {"steps/call":>10} {"steps/s":>8} '
-        f'{"samples/s":>9} {"GFLOP/step":>10} {"GFLOP/s":>8} {"/peak":>6}')
+        f'devices), jax {jax.__version__}, batch {_BATCH_SIZE.value}, square matmul '
+        f'{_MATMUL_SIZE.value}, cache {_CACHE_DIR.value or "off"}')
+  print(f'{"torso":>7} {"inputs":>8} {"dtype":>8} {"dev":>3} {"K":>2} {"xla":>7} {"steps/s":>8} '
+        f'{"samples/s":>9} {"GFLOP/step":>10} {"GFLOP/s":>8} {"/layer":>6} '
+        f'{"/square":>7} {"compile s":>9}  layer GFLOP/s, square GFLOP/s')
   for torso in _TORSOS.value:
     for inputs in _INPUTS.value:
       for dtype in _DTYPES.value:
-        for row in time_setting(torso, inputs, dtype, peaks):
-          print('{:>7} {:>8} {:>8} {:>10} {:>8.2f} {:>9.0f} {:>10.2f} {:>8.1f} '
-                '{:>6.2f}'.format(*row), flush=True)
+        for (num_devices, k, options, layer, row, compile_seconds, layer_rate,
+             square_rate) in time_setting(torso, inputs, dtype, devices, steps_per_call,
+                                          compare_options):
+          print(f'{torso:>7} {inputs:>8} {dtype:>8} {num_devices:>3} {k:>2} {options:>7} '
+                f'{row.steps_per_second:>8.2f} {row.samples_per_second:>9.0f} '
+                f'{row.gflop_per_step:>10.2f} {row.gflop_per_second:>8.1f} '
+                f'{row.layer_ratio:>6.2f} {row.square_ratio:>7.2f} '
+                f'{compile_seconds:>9.1f}  {layer} {layer_rate:.1f}, '
+                f'{square_rate:.1f}', flush=True)
 
 
 if __name__ == '__main__':

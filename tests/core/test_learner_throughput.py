@@ -1,0 +1,70 @@
+"""benchmarks/learner_throughput.py: its FLOP accounting and ratios, and a tiny run."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import learner_throughput
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_matmul_flops_from_cost_analysis_are_two_m_k_n():
+  m, k, n = 8, 16, 4
+  x, w = jnp.ones((m, k)), jnp.ones((k, n))
+  compiled = jax.jit(jnp.matmul).lower(x, w).compile()
+  assert learner_throughput.compiled_flops(compiled) == 2 * 8 * 16 * 4
+
+
+def test_reference_linear_counts_its_flops_and_computes_the_product():
+  description, fn, args = learner_throughput.reference_layer(
+      'small', 'features', 4, 48, jnp.float32)
+  call, flops = learner_throughput.compiled_call(fn, args)
+  assert description == 'linear 4x256x256'
+  assert flops == 2 * 4 * 256 * 256
+  np.testing.assert_allclose(call(), np.asarray(args[0]) @ np.asarray(args[1]),
+                             rtol=1e-4, atol=1e-3)
+
+
+def test_throughput_arithmetic():
+  # 4 steps of 2 GFLOP in 0.5 s: 8 steps/s, 16 GFLOP/s; references at 20 and 40 GFLOP/s.
+  row = learner_throughput.throughput(
+      flops_per_step=2e9, steps_per_call=4, seconds_per_call=0.5, batch_size=256,
+      layer_flops_per_second=20e9, square_flops_per_second=40e9)
+  np.testing.assert_allclose(row, (8.0, 2048.0, 2.0, 16.0, 0.8, 0.4))
+
+
+def test_median_seconds_takes_turns_and_keeps_each_calls_median():
+  order = []
+  calls = [lambda: order.append('a'), lambda: order.append('b')]
+  seconds = learner_throughput.median_seconds(calls, min_rounds=3, min_seconds=0.0)
+  assert order == ['a', 'b'] + ['a', 'b'] * 3  # A warm-up call each, then 3 rounds.
+  assert len(seconds) == 2 and all(s >= 0 for s in seconds)
+
+
+def test_repeated_makes_the_call_that_many_times():
+  count = []
+  assert learner_throughput.repeated(lambda: count.append(1) or len(count), 4)() == 4
+  assert len(count) == 4
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_a_row_per_device_count_and_steps_per_call():
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/learner_throughput.py', '--torsos=small',
+       '--inputs=features', '--dtypes=float32', '--batch_size=8', '--steps_per_call=1,2',
+       '--devices=1,2', '--min_rounds=1', '--matmul_size=64',
+       '--cache_dir='],
+      cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True,
+      timeout=600, check=True)
+  rows = [line.split() for line in result.stdout.splitlines()
+          if line.split()[:2] == ['small', 'features']]
+  assert [(row[3], row[4]) for row in rows] == [('1', '1'), ('1', '2'), ('2', '1'),
+                                                 ('2', '2')]
+  assert all(row[5] == 'default' and float(row[6]) > 0 and float(row[8]) > 0
+             for row in rows)
