@@ -32,9 +32,10 @@ Imports only the portable core, so it runs on any modern JAX image (CPU, GPU or 
 
 import dataclasses
 import os
+import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -42,11 +43,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import xla_timing
 from metamimic_jax import jax_utils
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax import specs
-from metamimic_jax.config import COMPUTE_DTYPES, MLP_TORSO, PRESETS, TORSO_SIZES, TORSOS
+from metamimic_jax.config import COMPUTE_DTYPES, PRESETS, TORSOS
 
 INPUTS = ('features', 'pixels')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -71,82 +76,6 @@ _COMPARE_OPTIONS = flags.DEFINE_list(
 _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', os.path.join(tempfile.gettempdir(), 'metamimic_jax_xla_cache'),
     "JAX's persistent compilation cache ('' for none).")
-
-
-def compiled_flops(compiled) -> float:
-  """FLOPs of one call of a compiled computation, from XLA's cost analysis."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per computation.
-    analysis = analysis[0]
-  return float(analysis['flops'])
-
-
-def median_seconds(calls: Sequence[Callable[[], object]], min_rounds: int,
-                   min_seconds: float) -> List[float]:
-  """Each call's median time over at least `min_rounds` rounds lasting `min_seconds`
-  in all, the calls taking turns within a round (after one warm-up call each), so that
-  a shared machine's changing load weighs on all of them alike."""
-  for call in calls:
-    jax.block_until_ready(call())
-  times = []
-  while len(times) < min_rounds or np.sum(times) < min_seconds:
-    times.append([])
-    for call in calls:
-      start = time.perf_counter()
-      jax.block_until_ready(call())
-      times[-1].append(time.perf_counter() - start)
-  return list(np.median(times, axis=0))
-
-
-def repeated(call: Callable[[], object], times: int) -> Callable[[], object]:
-  """`call` made `times` times, each run to completion."""
-  return lambda: [jax.block_until_ready(call()) for _ in range(times)][-1]
-
-
-class Throughput(NamedTuple):
-  steps_per_second: float
-  samples_per_second: float
-  gflop_per_step: float
-  gflop_per_second: float
-  layer_ratio: float  # Achieved FLOP/s / the layer's FLOP/s alone.
-  square_ratio: float  # Achieved FLOP/s / the square matmul's.
-
-
-def throughput(flops_per_step: float, steps_per_call: int, seconds_per_call: float,
-               batch_size: int, layer_flops_per_second: float,
-               square_flops_per_second: float) -> Throughput:
-  steps_per_second = steps_per_call / seconds_per_call
-  achieved = flops_per_step * steps_per_second
-  return Throughput(steps_per_second, steps_per_second * batch_size,
-                    flops_per_step / 1e9, achieved / 1e9,
-                    achieved / layer_flops_per_second,
-                    achieved / square_flops_per_second)
-
-
-def compiled_call(fn, args) -> Tuple[Callable[[], object], float]:
-  """A call of the compiled `fn(*args)`, and its FLOPs."""
-  compiled = jax.jit(fn).lower(*args).compile()
-  return lambda: compiled(*args), compiled_flops(compiled)
-
-
-def reference_layer(torso: str, inputs: str, batch_size: int, image_size: int,
-                    dtype) -> Tuple[str, Callable, Tuple]:
-  """The torso's most common layer at this batch: (description, fn, args)."""
-  rng = np.random.default_rng(0)
-  normal = lambda *shape: jnp.asarray(rng.normal(size=shape), dtype)
-  config = PRESETS['paper']
-  if inputs == 'features':
-    width = (max(config.critic_layer_sizes) if torso == MLP_TORSO
-             else TORSO_SIZES[torso].width)
-    return (f'linear {batch_size}x{width}x{width}', jnp.matmul,
-            (normal(batch_size, width), normal(width, width)))
-  channels = (config.conv_channels if torso == MLP_TORSO
-              else TORSO_SIZES[torso].conv_channels)[1]
-  side = -(-image_size // 4)  # Two SAME max-pools of stride 2.
-  conv = lambda x, w: jax.lax.conv_general_dilated(
-      x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  return (f'conv3x3 {batch_size}x{side}x{side}x{channels}', conv,
-          (normal(batch_size, side, side, channels), normal(3, 3, channels, channels)))
 
 
 def random_batch(spec, batch_size: int, rng: np.random.Generator,
@@ -202,7 +131,7 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
                  steps_per_call: Sequence[int],
                  compare_options: Optional[Dict[str, object]] = None):
   """Rows for one torso, input and dtype: (devices, K, XLA options ('default' or
-  'options': `compare_options`, timed in the same rounds), layer, Throughput, compile
+  'options': `compare_options`, timed in the same rounds), layer, xla_timing.Throughput, compile
   seconds, layer GFLOP/s, square GFLOP/s)."""
   config = dataclasses.replace(PRESETS['paper'], policy_torso=torso, critic_torso=torso,
                                compute_dtype=dtype, batch_size=_BATCH_SIZE.value)
@@ -212,12 +141,12 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
   observation, action = networks_lib.dummy_inputs(spec)
   state = learning.init_training_state(jax.random.PRNGKey(0), networks, observation,
                                        action, config)
-  layer, layer_fn, layer_args = reference_layer(torso, inputs, config.batch_size,
+  layer, layer_fn, layer_args = xla_timing.reference_layer(torso, inputs, config.batch_size,
                                                 _IMAGE_SIZE.value, DTYPES[dtype])
   size = _MATMUL_SIZE.value
   square = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), DTYPES[dtype])
   (square_call, square_flops), (layer_call, layer_flops) = (
-      compiled_call(jnp.matmul, (square, square)), compiled_call(layer_fn, layer_args))
+      xla_timing.compiled_call(jnp.matmul, (square, square)), xla_timing.compiled_call(layer_fn, layer_args))
   flops_per_step = None
   for num_devices in devices:
     for k in steps_per_call:
@@ -226,7 +155,7 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
       if flops_per_step is None:
         single = (compiled if (num_devices, k) == (1, 1) else
                   compile_step(networks, config, state, spec, 1, 1)[2])
-        flops_per_step = compiled_flops(single)
+        flops_per_step = xla_timing.compiled_flops(single)
       del compiled
       variants = [('default', call, compile_seconds)]
       if compare_options and num_devices == 1:
@@ -236,14 +165,14 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
       # References repeated to about the step call's FLOPs, so as to last about as long.
       layer_times, square_times = (max(1, round(flops_per_step * k / flops))
                                    for flops in (layer_flops, square_flops))
-      square_seconds, layer_seconds, *seconds = median_seconds(
-          [repeated(square_call, square_times), repeated(layer_call, layer_times)] +
+      square_seconds, layer_seconds, *seconds = xla_timing.median_seconds(
+          [xla_timing.repeated(square_call, square_times), xla_timing.repeated(layer_call, layer_times)] +
           [variant[1] for variant in variants], _MIN_ROUNDS.value, _MIN_SECONDS.value)
       layer_rate = layer_flops * layer_times / layer_seconds
       square_rate = square_flops * square_times / square_seconds
       for (name, _, compile_seconds), step_seconds in zip(variants, seconds):
         yield (num_devices, k, name, layer,
-               throughput(flops_per_step, k, step_seconds, config.batch_size, layer_rate,
+               xla_timing.throughput(flops_per_step, k, step_seconds, config.batch_size, layer_rate,
                           square_rate), compile_seconds, layer_rate / 1e9,
                square_rate / 1e9)
 

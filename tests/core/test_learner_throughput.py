@@ -1,4 +1,4 @@
-"""benchmarks/learner_throughput.py: its FLOP accounting and ratios, and a tiny run."""
+"""The benchmarks' FLOP accounting and ratios (xla_timing.py), and a tiny learner_throughput run."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import learner_throughput
+from benchmarks import xla_timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,13 +18,13 @@ def test_matmul_flops_from_cost_analysis_are_two_m_k_n():
   m, k, n = 8, 16, 4
   x, w = jnp.ones((m, k)), jnp.ones((k, n))
   compiled = jax.jit(jnp.matmul).lower(x, w).compile()
-  assert learner_throughput.compiled_flops(compiled) == 2 * 8 * 16 * 4
+  assert xla_timing.compiled_flops(compiled) == 2 * 8 * 16 * 4
 
 
 def test_reference_linear_counts_its_flops_and_computes_the_product():
-  description, fn, args = learner_throughput.reference_layer(
+  description, fn, args = xla_timing.reference_layer(
       'small', 'features', 4, 48, jnp.float32)
-  call, flops = learner_throughput.compiled_call(fn, args)
+  call, flops = xla_timing.compiled_call(fn, args)
   assert description == 'linear 4x256x256'
   assert flops == 2 * 4 * 256 * 256
   np.testing.assert_allclose(call(), np.asarray(args[0]) @ np.asarray(args[1]),
@@ -33,7 +33,7 @@ def test_reference_linear_counts_its_flops_and_computes_the_product():
 
 def test_throughput_arithmetic():
   # 4 steps of 2 GFLOP in 0.5 s: 8 steps/s, 16 GFLOP/s; references at 20 and 40 GFLOP/s.
-  row = learner_throughput.throughput(
+  row = xla_timing.throughput(
       flops_per_step=2e9, steps_per_call=4, seconds_per_call=0.5, batch_size=256,
       layer_flops_per_second=20e9, square_flops_per_second=40e9)
   np.testing.assert_allclose(row, (8.0, 2048.0, 2.0, 16.0, 0.8, 0.4))
@@ -42,14 +42,14 @@ def test_throughput_arithmetic():
 def test_median_seconds_takes_turns_and_keeps_each_calls_median():
   order = []
   calls = [lambda: order.append('a'), lambda: order.append('b')]
-  seconds = learner_throughput.median_seconds(calls, min_rounds=3, min_seconds=0.0)
+  seconds = xla_timing.median_seconds(calls, min_rounds=3, min_seconds=0.0)
   assert order == ['a', 'b'] + ['a', 'b'] * 3  # A warm-up call each, then 3 rounds.
   assert len(seconds) == 2 and all(s >= 0 for s in seconds)
 
 
 def test_repeated_makes_the_call_that_many_times():
   count = []
-  assert learner_throughput.repeated(lambda: count.append(1) or len(count), 4)() == 4
+  assert xla_timing.repeated(lambda: count.append(1) or len(count), 4)() == 4
   assert len(count) == 4
 
 
