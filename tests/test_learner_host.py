@@ -107,12 +107,15 @@ def replay(tmp_path_factory):
 
 
 def _launch(replay_address, demo_dir, workdirs, max_steps, variable_port,
-            keep_serving=False):
+            keep_serving=False, demo_dirs=None):
+  """One learner_host.py per workdir: process i writes to workdirs[i], reads
+  demo_dirs[i] (default: demo_dir)."""
   coordinator = f'localhost:{_free_port()}'
+  demo_dirs = demo_dirs or [demo_dir] * len(workdirs)
   return [subprocess.Popen(
       [sys.executable, PROGRAM, f'--coordinator_address={coordinator}',
        '--num_processes=2', f'--process_id={i}', f'--replay_address={replay_address}',
-       f'--workdir={workdir}', f'--demo_dir={demo_dir}',
+       f'--workdir={workdir}', f'--demo_dir={demo_dirs[i]}',
        f'--max_learner_steps={max_steps}', f'--variable_port={variable_port}',
        f'--keep_serving={keep_serving}', *AGENT_FLAGS],
       cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -174,6 +177,22 @@ def test_two_learner_hosts_agree_serve_checkpoint_and_resume(replay, tmp_path):
   assert (step, int(state.steps)) == (4, 4)
   assert learner_host.state_digest(state) == digest
   assert not os.path.exists(workdirs[1])
+
+
+@pytest.mark.slow  # Two processes join the job: about 40 s here.
+def test_when_one_host_cannot_start_every_host_stops_with_one_line(replay, tmp_path):
+  demo_dir, _, replay_address = replay
+  processes = _launch(replay_address, demo_dir, [str(tmp_path / 'host_0')] * 2, 2,
+                      _free_port(), demo_dirs=[demo_dir, str(tmp_path / 'none')])
+  outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in processes]
+  errors = [[l for l in output.splitlines() if l.startswith('error: ')]
+            for output in outputs]
+  assert [p.returncode for p in processes] == [1, 1], outputs
+  assert 'Traceback' not in outputs[0] + outputs[1]
+  assert errors == [
+      ['error: learner process(es) [1] of the job could not start (their output says '
+       'why)'],
+      [f'error: {tmp_path}/none/train.h5: no such demonstration file']], outputs
 
 
 @pytest.mark.parametrize('flags, message', [
