@@ -6,7 +6,7 @@ the gradients of every host. Part of the portable core: it imports jax and numpy
 """
 
 import dataclasses
-from typing import Optional, Sequence, TypeVar
+from typing import List, Optional, Sequence, TypeVar
 
 import jax
 from jax.experimental import multihost_utils
@@ -102,3 +102,15 @@ def broadcast_from_process_0(tree: T) -> T:
     return tree
   return jax.device_get(multihost_utils.broadcast_one_to_all(tree))
 
+
+
+def failed_processes(ok: bool) -> List[int]:
+  """The ids of the processes that passed `ok` False; every process must call it.
+
+  Lets every process of a job stop together when one cannot start (a process that left
+  alone would leave the others waiting in the first collective).
+  """
+  if jax.process_count() == 1:
+    return [] if ok else [0]
+  oks = multihost_utils.process_allgather(np.array(ok, np.int32))
+  return [i for i, flag in enumerate(np.ravel(oks).tolist()) if not flag]

@@ -131,3 +131,8 @@ def test_batch_must_divide_over_every_device_of_the_job():
   with pytest.raises(ValueError, match='^batch_size 7 must be divisible by the 2 '
                      'devices that share it$'):
     multihost.process_batch_size(7, devices)
+
+
+def test_a_single_process_reports_itself_failed_only_when_not_ok():
+  assert multihost.failed_processes(True) == []
+  assert multihost.failed_processes(False) == [0]
