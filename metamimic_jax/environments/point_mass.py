@@ -86,6 +86,10 @@ class PointMassDomain(base.Domain):
   demo_length = 100  # 4 s.
   trajectory_key = 'position'
 
+  @property
+  def name(self) -> str:
+    return 'point_mass_pixels' if self.vision else 'point_mass'
+
   def __init__(self, vision: bool = False, image_size: int = IMAGE_SIZE):
     """Configures the domain.
 
@@ -97,7 +101,6 @@ class PointMassDomain(base.Domain):
       raise ValueError(f'image_size must be at least 16, got {image_size}')
     self.vision = vision
     self.image_size = image_size
-    self.name = 'point_mass_pixels' if vision else 'point_mass'
     body = FeatureGroup(('position', 'velocity'), 1.0, BODY_SCALE)
     self.default_reward_groups = (body,)
     if vision:  # The demonstration is shown as pixels; the reward also compares them.
