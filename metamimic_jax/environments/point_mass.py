@@ -54,16 +54,18 @@ class _PointMassEnvironment(base.Float32Environment):
     observation = {k: np.asarray(v, np.float32)
                    for k, v in self._environment.task.get_observation(physics).items()}
     if self._image_size:
-      observation[PIXELS] = physics.render(self._image_size, self._image_size,
-                                           camera_id=CAMERA)
+      observation[PIXELS] = self._render()
     return observation
+
+  def _render(self) -> np.ndarray:
+    return self._environment.physics.render(self._image_size, self._image_size,
+                                            camera_id=CAMERA)
 
   def _cast(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
     timestep = super()._cast(timestep)
     if self._image_size:
-      physics = self._environment.physics
-      pixels = physics.render(self._image_size, self._image_size, camera_id=CAMERA)
-      timestep = timestep._replace(observation={**timestep.observation, PIXELS: pixels})
+      timestep = timestep._replace(
+          observation={**timestep.observation, PIXELS: self._render()})
     if timestep.first():
       return timestep
     distance = self._environment.physics.mass_to_target_dist()
