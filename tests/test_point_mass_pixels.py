@@ -1,13 +1,17 @@
 """The point mass seen from pixels: camera frames, the pixel reward, demos, training."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from metamimic_jax import builder as builder_lib
 from metamimic_jax import demo_sets
 from metamimic_jax import demonstrators
 from metamimic_jax import rewards
 from metamimic_jax import training
 from metamimic_jax.config import MetaMimicConfig
+from tests.core.synthetic import TINY_CONFIG
 from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
 from metamimic_jax.environments import point_mass
@@ -75,9 +79,13 @@ def test_pixel_reward_is_one_for_the_same_frame_and_falls_as_the_mass_moves():
   assert 1.0 > moved[0] > moved[1] > moved[2], moved
 
 
-def test_demos_carry_frames_and_the_goal_is_the_demo_frames_pixels():
+@pytest.fixture(scope='module', name='demo')
+def _demo():
+  return demonstrators.record_demonstration(make_domain('point_mass_pixels'), 0)
+
+
+def test_demos_carry_frames_and_the_goal_is_the_demo_frames_pixels(demo):
   domain = make_domain('point_mass_pixels')
-  demo = demonstrators.record_demonstration(domain, 0)
   assert demo.observations[point_mass.PIXELS].shape == (demo.length, SIZE, SIZE, 3)
   environment = base.DemoConditionedEnvironment(
       domain, [demo], domain.default_reward_groups, domain.default_goal_keys)
@@ -94,6 +102,21 @@ def test_demos_carry_frames_and_the_goal_is_the_demo_frames_pixels():
       environment, lambda ts: demonstrator(base.raw_timestep(ts)), first=timestep)
   np.testing.assert_allclose([ts.reward['imitation'] for ts in timesteps[1:]], 1.0,
                              rtol=1e-6)
+
+
+def test_the_builder_shows_the_domains_goal_keys_unless_the_config_names_some(demo):
+  domain = make_domain('point_mass_pixels')
+  default = builder_lib.MetaMimicBuilder(TINY_CONFIG, domain)
+  goal = default.make_demo_environment([demo], seed=0).observation_spec()['goal']
+  assert set(goal) == {point_mass.PIXELS}
+  named = builder_lib.MetaMimicBuilder(
+      dataclasses.replace(TINY_CONFIG, goal_keys=('position', 'pixels')), domain)
+  goal = named.make_demo_environment([demo], seed=0).observation_spec()['goal']
+  assert set(goal) == {'position', point_mass.PIXELS}
+  features = builder_lib.MetaMimicBuilder(TINY_CONFIG, make_domain('point_mass'))
+  demos = [demonstrators.record_demonstration(make_domain('point_mass'), 0)]
+  goal = features.make_demo_environment(demos, seed=0).observation_spec()['goal']
+  assert set(goal) == {'position', 'velocity'}  # No default: every observation key.
 
 
 @pytest.mark.slow
