@@ -1,6 +1,9 @@
 """Learning benchmark on the fast domain: held-out one-shot imitation reward over time.
 
   .venv/bin/python benchmarks/learning_point_mass.py --minutes=30
+  .venv/bin/python benchmarks/learning_point_mass.py --domain=point_mass_pixels ...
+
+`--domain=point_mass_pixels` imitates from pixels (demonstrations shown as camera frames).
 
 Trains single-process (experiments/train.py's loop) with the default agent config and
 prints held-out mean per-step imitation reward against env steps and wall time, beside
@@ -33,12 +36,23 @@ import numpy as np
 _MINUTES = flags.DEFINE_float('minutes', 30.0, 'Wall-time budget for training.')
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/metamimic_bench_point_mass', 'Workdir.')
 _TARGET = flags.DEFINE_float('target', 0.8, 'Held-out imitation reward to reach.')
+_DOMAIN = flags.DEFINE_enum('domain', 'point_mass', ['point_mass', 'point_mass_pixels'],
+                            'The fast domain, from features or from pixels.')
+_NUM_DEMOS = flags.DEFINE_integer('num_demos', training.TrainSettings.num_demos,
+                                  'Demos to record; the successful ones are kept.',
+                                  lower_bound=2)
+_HELD_OUT_FRACTION = flags.DEFINE_float(
+    'held_out_fraction', training.TrainSettings.held_out_fraction,
+    'Fraction of the kept demos held out for evaluation.', lower_bound=0, upper_bound=1)
+_EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 10_000,
+                                   'Actor steps between evaluations.', lower_bound=1)
 
 
 def _baselines(domain, held_out):
   """Zero-action and demonstrator per-step imitation reward; raw env steps/s."""
   environment = base.DemoConditionedEnvironment(domain, held_out,
-                                                domain.default_reward_groups)
+                                                domain.default_reward_groups,
+                                                domain.default_goal_keys)
   zero = evaluation.evaluate_imitation(
       evaluation.ConstantActor(np.zeros(2, np.float32)), environment)
   demonstrator = baselines.demonstrator_imitation(domain, environment)
@@ -51,9 +65,10 @@ def main(argv):
   del argv
   config = config_flags.config_from_flags()
   settings = training.TrainSettings(
-      domain='point_mass', workdir=_WORKDIR.value, max_env_steps=10**9,
-      max_wall_minutes=_MINUTES.value, eval_every_env_steps=10_000)
-  domain = make_domain('point_mass')
+      domain=_DOMAIN.value, workdir=_WORKDIR.value, num_demos=_NUM_DEMOS.value,
+      held_out_fraction=_HELD_OUT_FRACTION.value, max_env_steps=10**9,
+      max_wall_minutes=_MINUTES.value, eval_every_env_steps=_EVAL_EVERY.value)
+  domain = make_domain(settings.domain)
   _, held_out = demo_sets.prepare(
       domain, os.path.join(settings.workdir, 'demos'), generate_if_absent=True,
       num_demos=settings.num_demos, held_out_fraction=settings.held_out_fraction)

@@ -68,10 +68,14 @@ class MetaMimicBuilder:
   def reward_groups(self):
     return self._config.reward_groups or self._domain.default_reward_groups
 
+  @property
+  def goal_keys(self):
+    return self._config.goal_keys or self._domain.default_goal_keys
+
   def make_demo_environment(self, demonstrations: Sequence[demos_lib.Demonstration],
                             seed: int) -> env_base.DemoConditionedEnvironment:
     return env_base.DemoConditionedEnvironment(
-        self._domain, demonstrations, self.reward_groups, self._config.goal_keys,
+        self._domain, demonstrations, self.reward_groups, self.goal_keys,
         self._config.goal_horizon, seed, self._config.action_repeat)
 
   def make_task_environment(self, seed: int) -> env_base.TaskEnvironment:

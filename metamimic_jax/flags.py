@@ -59,6 +59,10 @@ _FIELD_FLAGS = {
         'goal_relative_features', None, 'Also feed goal minus observation.'),
     'action_repeat': flags.DEFINE_integer(
         'action_repeat', None, 'Frames each action is held for.', lower_bound=1),
+    'policy_preactivation_penalty': flags.DEFINE_float(
+        'policy_preactivation_penalty', None, 'Weight of the mean squared pre-tanh '
+        'policy output in the policy loss (keeps the policy off its bounds).',
+        lower_bound=0),
     'policy_warmup_steps': flags.DEFINE_integer(
         'policy_warmup_steps', None, 'Learner steps that train only the critics.',
         lower_bound=0),

@@ -174,3 +174,41 @@ def plot_task_policy_comparison(report: Mapping[str, Mapping], png: str) -> None
   fig.tight_layout()
   fig.savefig(png, dpi=80)
   plt.close(fig)
+
+
+def plot_network_size_ablation(cells: Sequence[Mapping], png: str) -> None:
+  """Held-out imitation reward by torso size (x) and normalization (bars), one panel a
+  domain; each cell's untrained reward is a black tick on its bar.
+
+  `cells`: dicts with domain, size, normalization, final_reward and untrained_reward.
+  """
+  domains = list(dict.fromkeys(c['domain'] for c in cells))
+  sizes = list(dict.fromkeys(c['size'] for c in cells))
+  norms = list(dict.fromkeys(c['normalization'] for c in cells))
+  width = 0.8 / len(norms)
+  fig, axes = plt.subplots(1, len(domains), figsize=(1.5 + 2 * len(sizes) * len(domains),
+                                                     3.5), squeeze=False)
+  for ax, domain in zip(axes[0], domains):
+    for j, norm in enumerate(norms):
+      for i, size in enumerate(sizes):
+        cell = [c for c in cells if (c['domain'], c['size'], c['normalization'])
+                == (domain, size, norm)]
+        if not cell:
+          continue
+        x = i + (j - (len(norms) - 1) / 2) * width
+        ax.bar(x, cell[0]['final_reward'], width, color=f'C{j}',
+               label=norm if i == 0 or not ax.get_legend_handles_labels()[1] else None)
+        ax.plot([x - width / 2, x + width / 2], [cell[0]['untrained_reward']] * 2,
+                color='black')
+    ax.set_xticks(range(len(sizes)))
+    ax.set_xticklabels(sizes)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(domain)
+    ax.set_ylabel('held-out imitation reward')
+    ax.grid(alpha=0.3, axis='y')
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), title='normalization', loc='upper left')
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)

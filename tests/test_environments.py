@@ -200,7 +200,8 @@ def test_demonstrator_registry():
     name = 'cartpole'
 
   with pytest.raises(ValueError, match="no demonstrator for domain 'cartpole'; "
-                                       'domains with one: point_mass, jaco_stack'):
+                                       'domains with one: point_mass, point_mass_pixels, '
+                                       'jaco_stack'):
     demonstrators.make_demonstrator(Cartpole(), 3, domain.make_environment(3))
 
 

@@ -46,7 +46,7 @@ def test_keeps_only_successful_demos_by_default(tmp_path):
     ('--held_out_fraction=1.5', 'held_out_fraction'),
     ('--held_out_fraction=0', 'strictly between 0 and 1'),
     ('--num_workers=0', 'num_workers'),
-    ('--domain=nowhere', 'point_mass|jaco_stack'),
+    ('--domain=nowhere', 'point_mass|point_mass_pixels|jaco_stack'),
     ('--vision', 'for --domain=jaco_stack only'),
 ])
 def test_bad_flags_fail_clearly(tmp_path, flag, message):

@@ -11,6 +11,8 @@ from metamimic_jax.environments import base as env_base
 
 _DEMONSTRATORS = {
     'point_mass': ('metamimic_jax.demonstrators.point_mass', 'SmoothPathDemonstrator'),
+    'point_mass_pixels': ('metamimic_jax.demonstrators.point_mass',
+                          'SmoothPathDemonstrator'),
     'jaco_stack': ('metamimic_jax.demonstrators.jaco', 'StackingDemonstrator'),
 }
 

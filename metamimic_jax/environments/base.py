@@ -28,6 +28,8 @@ class Domain(abc.ABC):
   name: str
   demo_length: int  # Frames in a recorded demonstration (at most).
   default_reward_groups: Tuple[FeatureGroup, ...]
+  # The observation keys whose demo frames the agent sees as its goal (None: all).
+  default_goal_keys: Optional[Tuple[str, ...]] = None
   trajectory_key: str  # An observation key whose first two entries plot as a path.
 
   @abc.abstractmethod

@@ -1,0 +1,154 @@
+r"""Network size x normalization: held-out one-shot imitation fidelity per cell.
+
+  python experiments/ablate_network_size.py --domains=point_mass,point_mass_pixels \
+      --sizes=small,medium,large --normalizations=none,layer \
+      --max_env_steps=200000 --output_dir=runs/ablate_network_size
+
+Every cell trains single-process (experiments/train.py's loop) with both torsos (policy
+and critic) of one residual size and one normalization, on the same budget of env steps
+(and, if given, wall minutes), then imitates every held-out demonstration once. The
+domain picks the input: `point_mass` features, `point_mass_pixels` pixels (demos shown as
+camera frames), `jaco_stack` features. Other agent flags (--preset, --batch_size, ...)
+apply to every cell. Demos are recorded once per domain into <output_dir>/demos/<domain>.
+A cell lives in <output_dir>/<domain>/<size>_<normalization>: a finished one (its
+result.json) is kept, an unfinished one resumes from its checkpoint. Writes
+ablation.json (the table) and ablation.png.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import checkpointing
+from metamimic_jax import demo_sets
+from metamimic_jax import demonstrations
+from metamimic_jax import flags as config_flags
+from metamimic_jax import numerics
+from metamimic_jax import plotting
+from metamimic_jax import training
+from metamimic_jax.config import NORMALIZATIONS, TORSO_SIZES
+from metamimic_jax.environments import DOMAIN_NAMES
+from metamimic_jax.environments import make_domain
+
+import dataclasses
+import json
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+_DOMAINS = flags.DEFINE_list('domains', ['point_mass', 'point_mass_pixels'],
+                             f'Domains (inputs): any of {", ".join(DOMAIN_NAMES)}.')
+_SIZES = flags.DEFINE_list('sizes', list(TORSO_SIZES), 'Residual torso sizes.')
+_NORMALIZATIONS = flags.DEFINE_list('normalizations', ['none', 'layer'],
+                                    'Normalizations.')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs/ablate_network_size',
+                                  'Cells, demos and results.')
+_NUM_DEMOS = flags.DEFINE_integer('num_demos', 200, 'Demos to record per domain on '
+                                  'first use; the successful ones are kept.',
+                                  lower_bound=2)
+_HELD_OUT_FRACTION = flags.DEFINE_float(
+    'held_out_fraction', 0.1, 'Fraction of the kept demos held out for evaluation.',
+    lower_bound=0, upper_bound=1)
+_MAX_ENV_STEPS = flags.DEFINE_integer('max_env_steps', 200_000,
+                                      'Env steps each cell trains for.', lower_bound=1)
+_MAX_WALL_MINUTES = flags.DEFINE_float('max_wall_minutes', 0.0, 'Wall minutes each '
+                                       'cell trains for at most (0: no limit).',
+                                       lower_bound=0)
+_EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 20_000,
+                                   'Env steps between evaluations.', lower_bound=1)
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of demos, environments and networks.')
+
+RESULT_FILE = 'result.json'
+_PER_CELL_FLAGS = ('policy_torso', 'critic_torso', 'normalization')
+
+
+def _choices(flag, allowed):
+  """The flag's values, each checked against `allowed` (UsageError naming it)."""
+  for value in flag.value:
+    if value not in allowed:
+      raise app.UsageError(f'--{flag.name}: unknown value {value!r}; choose from '
+                           f'{", ".join(allowed)}')
+  if not flag.value:
+    raise app.UsageError(f'--{flag.name} needs at least one value')
+  return list(dict.fromkeys(flag.value))
+
+
+def run_cell(domain_name, size, normalization, config, demo_dir, cell_dir):
+  """Trains one cell (or resumes it) and returns its result, saved in RESULT_FILE."""
+  path = os.path.join(cell_dir, RESULT_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  cell_config = dataclasses.replace(config, policy_torso=size, critic_torso=size,
+                                    normalization=normalization)
+  final = training.run(training.TrainSettings(
+      domain=domain_name, workdir=cell_dir, demo_dir=demo_dir, seed=_SEED.value,
+      max_env_steps=_MAX_ENV_STEPS.value, max_wall_minutes=_MAX_WALL_MINUTES.value,
+      eval_every_env_steps=_EVAL_EVERY.value), cell_config)
+  curve = training.evaluation_curve(cell_dir)
+  result = {
+      'domain': domain_name, 'size': size, 'normalization': normalization,
+      'final_reward': final['imitation_reward'],
+      'best_reward': float(np.max(curve['imitation_reward'])),
+      'untrained_reward': float(curve['imitation_reward'][0]),
+      'env_steps': int(final['actor_steps']),
+      'learner_steps': int(final['learner_steps']),
+      # Each (resumed) run's clock starts at 0: sum the time between its evaluations.
+      'wall_minutes': float(np.sum(np.diff(curve['wall_minutes'], prepend=0)
+                                   .clip(min=0))),
+      **{k: v for k, v in final.items() if k.endswith('_cm')},
+  }
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  domains = _choices(_DOMAINS, DOMAIN_NAMES)
+  sizes = _choices(_SIZES, list(TORSO_SIZES))
+  norms = _choices(_NORMALIZATIONS, NORMALIZATIONS)
+  given = [name for name in _PER_CELL_FLAGS if flags.FLAGS[name].present]
+  if given:
+    raise app.UsageError(f'--{", --".join(given)}: set per cell by --sizes and '
+                         '--normalizations')
+  config = config_flags.config_from_flags()
+  output_dir = _OUTPUT_DIR.value
+  cells = []
+  try:
+    for domain_name in domains:
+      demo_dir = os.path.join(output_dir, 'demos', domain_name)
+      demo_sets.prepare(make_domain(domain_name), demo_dir, generate_if_absent=True,
+                        num_demos=_NUM_DEMOS.value,
+                        held_out_fraction=_HELD_OUT_FRACTION.value, seed=_SEED.value)
+      for size in sizes:
+        for norm in norms:
+          cell_dir = os.path.join(output_dir, domain_name, f'{size}_{norm}')
+          cells.append(run_cell(domain_name, size, norm, config, demo_dir, cell_dir))
+          logging.info('cell %s: %s', cell_dir, cells[-1])
+  except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError,
+          numerics.NonFiniteError) as e:
+    sys.exit('error: ' + '; '.join(line.strip() for line in str(e).splitlines()))
+
+  with open(os.path.join(output_dir, 'ablation.json'), 'w') as f:
+    json.dump({'max_env_steps': _MAX_ENV_STEPS.value,
+               'max_wall_minutes': _MAX_WALL_MINUTES.value, 'seed': _SEED.value,
+               'config': repr(config), 'cells': cells}, f, indent=2)
+  plotting.plot_network_size_ablation(cells, os.path.join(output_dir, 'ablation.png'))
+  print(f'{"domain":18} {"size":7} {"norm":6} {"final":>6} {"best":>6} '
+        f'{"untrained":>9} {"env steps":>9} {"minutes":>7}')
+  for c in cells:
+    print(f'{c["domain"]:18} {c["size"]:7} {c["normalization"]:6} '
+          f'{c["final_reward"]:6.3f} {c["best_reward"]:6.3f} '
+          f'{c["untrained_reward"]:9.3f} {c["env_steps"]:9d} {c["wall_minutes"]:7.1f}')
+  print(f'wrote {os.path.join(output_dir, "ablation.json")} and ablation.png')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,64 @@
+"""experiments/ablate_network_size.py: a tiny ablation end to end, resumed; bad flags."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'experiments', 'ablate_network_size.py')
+TINY = ('--domains=point_mass', '--sizes=small', '--normalizations=none,layer',
+        '--max_env_steps=200', '--eval_every_env_steps=200', '--num_demos=6',
+        '--held_out_fraction=0.3', '--batch_size=8', '--min_replay_size=50',
+        '--notrain_task_policy')
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                        timeout=900, cwd=ROOT, check=False)
+
+
+@pytest.mark.slow
+def test_tiny_ablation_writes_the_table_and_plot_and_keeps_finished_cells(tmp_path):
+  result = _run(*TINY, f'--output_dir={tmp_path}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp_path / 'ablation.json') as f:
+    table = json.load(f)
+  cells = table['cells']
+  assert [(c['domain'], c['size'], c['normalization']) for c in cells] == [
+      ('point_mass', 'small', 'none'), ('point_mass', 'small', 'layer')]
+  for cell in cells:
+    assert 0.0 <= cell['untrained_reward'] <= 1.0
+    assert 0.0 <= cell['final_reward'] <= cell['best_reward'] <= 1.0
+    assert cell['env_steps'] >= 200 and cell['learner_steps'] > 0
+    assert 'position_error_cm' in cell
+  assert os.path.getsize(tmp_path / 'ablation.png') > 1000
+  # A second run keeps the finished cells: no training, the same table.
+  cell_files = [tmp_path / 'point_mass' / f'small_{n}' / 'result.json'
+                for n in ('none', 'layer')]
+  mtimes = [os.path.getmtime(p) for p in cell_files]
+  again = _run(*TINY, f'--output_dir={tmp_path}')
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert [os.path.getmtime(p) for p in cell_files] == mtimes
+  with open(tmp_path / 'ablation.json') as f:
+    assert json.load(f)['cells'] == cells
+
+
+# Each case starts an interpreter (~5 s CPU); two are enough for the fast suite.
+@pytest.mark.parametrize('flag, message', [
+    ('--sizes=small,huge', "--sizes: unknown value 'huge'"),
+    ('--normalization=layer', '--normalization: set per cell'),
+    pytest.param('--normalizations=batch', "--normalizations: unknown value 'batch'",
+                 marks=pytest.mark.slow),
+    pytest.param('--domains=cartpole', "--domains: unknown value 'cartpole'",
+                 marks=pytest.mark.slow),
+])
+def test_bad_flags_fail_with_one_line_before_anything_runs(tmp_path, flag, message):
+  output_dir = tmp_path / 'out'
+  result = _run(f'--output_dir={output_dir}', flag)
+  assert result.returncode != 0
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not output_dir.exists()
