@@ -32,20 +32,29 @@ def _run_processes(num_processes_by_id, tmp_path, problem='linear', steps=STEPS)
              PYTHONPATH=os.pathsep.join(
                  [str(REPO_ROOT)] + os.environ.get('PYTHONPATH', '').split(os.pathsep)))
   outs = [tmp_path / f'process_{i}.npz' for i in range(len(num_processes_by_id))]
+  # Output to files, not pipes: the processes wait on each other (collectives, the
+  # shutdown barrier), so one blocked on a full pipe that nobody reads would hold
+  # them all.
+  logs = [tuple(open(tmp_path / f'process_{i}.{stream}', 'w+') for stream in ('out', 'err'))
+          for i in range(len(num_processes_by_id))]
   workers = [subprocess.Popen(
       [sys.executable, '-m', 'tests.core.multihost_worker', address, str(n), str(i),
-       problem, str(steps), str(out)], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i, (n, out) in
-             enumerate(zip(num_processes_by_id, outs))]
+       problem, str(steps), str(out)], cwd=REPO_ROOT, env=env, stdout=stdout,
+      stderr=stderr, text=True) for i, (n, out, (stdout, stderr)) in
+             enumerate(zip(num_processes_by_id, outs, logs))]
   results = []
   try:
-    for worker in workers:
-      stdout, stderr = worker.communicate(timeout=240)
-      results.append(subprocess.CompletedProcess(worker.args, worker.returncode, stdout,
-                                                 stderr))
+    for worker, (stdout, stderr) in zip(workers, logs):
+      worker.wait(timeout=240)
+      stdout.seek(0)
+      stderr.seek(0)
+      results.append(subprocess.CompletedProcess(worker.args, worker.returncode,
+                                                 stdout.read(), stderr.read()))
   finally:
-    for worker in workers:
+    for worker, files in zip(workers, logs):
       worker.kill()
+      for f in files:
+        f.close()
   return results, outs
 
 
