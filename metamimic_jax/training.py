@@ -134,9 +134,10 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
             time.time() - start > 60 * settings.max_wall_minutes)
 
   results = evaluate()
-  while counter.get_counts().get('actor_steps', 0) < settings.max_env_steps and (
+  while (steps := counter.get_counts().get('actor_steps', 0)) < settings.max_env_steps and (
       not out_of_time()):
-    loop.run(num_steps=settings.eval_every_env_steps)
+    # Whole episodes, so a run ends within one episode past max_env_steps.
+    loop.run(num_steps=min(settings.eval_every_env_steps, settings.max_env_steps - steps))
     results = evaluate()
     checkpointer.save()
   checkpointer.save(force=True)
