@@ -56,8 +56,7 @@ def main(argv):
       domain='jaco_stack', workdir=_WORKDIR.value, demo_dir=_DEMO_DIR.value,
       num_demos=_NUM_DEMOS.value, max_env_steps=10**9, max_wall_minutes=_MINUTES.value,
       eval_every_env_steps=_EVAL_EVERY.value, num_task_eval_episodes=5)
-  if _REPORT_ONLY.value and not os.path.exists(
-      os.path.join(settings.workdir, 'logs', 'evaluator', 'logs.csv')):
+  if _REPORT_ONLY.value and not os.path.exists(training.evaluator_log(settings.workdir)):
     raise app.UsageError(f'--report_only: no evaluator log in {settings.workdir}')
   domain = make_domain('jaco_stack')
   _, held_out = demo_sets.prepare(

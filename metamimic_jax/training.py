@@ -142,7 +142,7 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
     checkpointer.save()
   checkpointer.save(force=True)
   plotting.plot_learning_curve(
-      os.path.join(settings.workdir, 'logs', 'evaluator', 'logs.csv'),
+      evaluator_log(settings.workdir),
       os.path.join(settings.workdir, 'learning_curve.png'))
   if not task_only:
     plotting.plot_imitations(imitation_evaluator, held_out_environment,
@@ -154,8 +154,13 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   return results
 
 
+def evaluator_log(workdir: str) -> str:
+  """The CSV of a run's held-out evaluations."""
+  return os.path.join(workdir, 'logs', 'evaluator', 'logs.csv')
+
+
 def evaluation_curve(workdir: str) -> Dict[str, np.ndarray]:
   """The evaluator's logged columns of a run in `workdir`, ordered by actor steps."""
-  curve = plotting.read_csv(os.path.join(workdir, 'logs', 'evaluator', 'logs.csv'))
+  curve = plotting.read_csv(evaluator_log(workdir))
   order = np.argsort(curve['actor_steps'])
   return {key: values[order] for key, values in curve.items()}
