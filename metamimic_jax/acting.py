@@ -4,10 +4,12 @@ Acting is one step at a time, so the policy call's fixed cost dominates: a jitte
 pays per argument leaf. The actor therefore packs the observation into one flat float32
 vector on the host (its uint8 images stay separate arrays), the jitted policy unpacks it
 with static slices, and the exploration noise is drawn with numpy on the host: one call
-takes the parameters and one array (plus any images) and returns one action.
+takes the parameters and one array (plus any images) and returns one action. An adder
+that stores observations packed the same way gets the packed observation the policy
+then reads, so each observation is packed once.
 """
 
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 from acme import adders
 from acme import core
@@ -17,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metamimic_jax import adders as adders_lib
 from metamimic_jax import jax_utils
 from metamimic_jax import packing
 from metamimic_jax.networks import ActorCriticNetworks
@@ -66,9 +69,17 @@ class MetaMimicActor(core.Actor):
     self._rng = np.random.default_rng(np.asarray(jax.random.key_data(random_key)))
     self._variable_client = variable_client
     self._adder = adder
+    self._adder_takes_packed = (isinstance(adder, adders_lib.NStepTransitionAdder) and
+                                adder.layout.observation_packer == self._packer)
+    # The last observation given to the adder, packed: select_action reads it next.
+    self._observed: Optional[Tuple[object, packing.Packed]] = None
 
   def select_action(self, observation) -> np.ndarray:
-    packed = self._packer.pack(observation)
+    if self._observed is not None and self._observed[0] is observation:
+      packed = self._observed[1]
+    else:
+      packed = self._packer.pack(observation)
+    self._observed = None
     action = np.asarray(self._policy(self._variable_client.params[0], packed))
     if self._sigma > 0:
       noise = self._rng.standard_normal(action.shape, np.float32) * self._noise_scale
@@ -76,12 +87,22 @@ class MetaMimicActor(core.Actor):
     return action
 
   def observe_first(self, timestep: dm_env.TimeStep) -> None:
-    if self._adder:
+    if self._adder_takes_packed:
+      self._adder.add_first(timestep, packed_observation=self._pack(timestep))
+    elif self._adder:
       self._adder.add_first(timestep)
 
   def observe(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> None:
-    if self._adder:
+    if self._adder_takes_packed:
+      self._adder.add(action, next_timestep, packed_observation=self._pack(next_timestep))
+    elif self._adder:
       self._adder.add(action, next_timestep)
+
+  def _pack(self, timestep: dm_env.TimeStep) -> packing.Packed:
+    """Packs the timestep's observation and keeps it for the next select_action."""
+    packed = self._packer.pack(timestep.observation)
+    self._observed = (timestep.observation, packed)
+    return packed
 
   def update(self, wait: bool = False) -> None:
     self._variable_client.update(wait)

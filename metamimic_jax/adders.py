@@ -1,19 +1,21 @@
 """A lean n-step transition adder: Acme's items, a fraction of its per-step Python work.
 
-It writes exactly the items of `acme.adders.reverb.NStepTransitionAdder` (same table
-signature, same transitions, in the same order; tests/test_adders.py compares them) but
-keeps the n-step window itself instead of reading it back from the writer:
+It writes the transitions of `acme.adders.reverb.NStepTransitionAdder` (the same
+transitions, in the same order; tests/test_adders.py compares them) but keeps the
+n-step window itself instead of reading it back from the writer, and stores each step
+as one float32 vector plus the observation's images (`TransitionLayout`): Reverb's
+writer and the learner's dataset pay per column, so a row of one vector and an item of
+four cost a fraction of one column per leaf.
 
-  - one writer column per leaf, flattened once per step with dm-tree's C flatten; with
-    an `ObservationPacker` the observation is written packed (features, *images), so
-    the writer and the learner's dataset handle a few leaves instead of dozens;
   - rewards and discounts stay in a Python window of the last n steps, and the n-step
     return is accumulated with Acme's float32 recurrence over flat per-key values;
-  - the writer receives only what items reference: observations, actions, and each
-    item's n-step return and discount (not the raw rewards, discounts and
-    start-of-episode flags Acme also appends), in one append a step;
-  - it waits on the server only when `max_in_flight_items` items are pending (Acme
-    forces every item out as soon as it is written, so chunks hold a step or two);
+  - one append a step, holding only what items reference;
+  - items are created in groups of `items_per_write` (and at an episode's end), then
+    the writer waits until at most `max_in_flight_items` are unconfirmed. Acme creates
+    and sends every item as soon as its last step arrives, so every step wakes the
+    writer's and the server's threads; in the acting loop that cost ~5x the writing
+    itself (WORKSPACE_NOTES.md, "Acting loop speed"). Items reach the table up to a
+    group later, in the same order;
   - it appends and creates items through the C++ writer under Reverb's Python
     `TrajectoryWriter`, with its own row references: the Python layer flattens with
     paths and wraps every reference in column objects on each call, which cost more
@@ -22,26 +24,107 @@ keeps the n-step window itself instead of reading it back from the writer:
 """
 
 import collections
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, List, NamedTuple, Optional, Tuple
 
 from acme import adders
 from acme import specs
 from acme import types
 from acme.adders.reverb import NStepTransitionAdder as AcmeNStepTransitionAdder
 import dm_env
+import jax
 import numpy as np
 import reverb
+import tensorflow as tf
 import tree
 
 from metamimic_jax import packing
 
 # Items get uniform priority, as Acme's adders without a priority function.
 _PRIORITY = 1.0
-# Items pending before the writer waits on the server: below the 50 at which Reverb's
-# writer logs that the number of pending items is "alarmingly high".
-MAX_IN_FLIGHT_ITEMS = 40
+# Items created at once, and items left unconfirmed before the next group: with an
+# episode's n - 1 last items (n <= 10) below the 50 pending items at which Reverb's
+# writer logs that their number is "alarmingly high".
+ITEMS_PER_WRITE = 32
+MAX_IN_FLIGHT_ITEMS = 8
 # Acme's wait for the table signature: a distributed replay may take a while to start.
 _SIGNATURE_TIMEOUT_MS = 300_000
+
+
+class StoredTransition(NamedTuple):
+  """A replay item: the rows an n-step transition reads, as `TransitionLayout` stores them.
+
+  `observation` and `next_observation` are packed observations (step vector, *images);
+  the action is read from `action_step`'s vector, the return and discount from
+  `return_step`'s.
+  """
+  observation: packing.Packed
+  action_step: np.ndarray
+  return_step: np.ndarray
+  next_observation: packing.Packed
+
+
+class TransitionLayout:
+  """How replay stores n-step transitions: a step is one float32 vector and the images.
+
+  The vector is [observation features | action | returns | discounts] (one return and
+  one discount per reward leaf); parts a row does not have are zeros. `unpack` turns
+  stored items, batched or not, back into Acme's `Transition`, with the dtypes of
+  Acme's n-step signature.
+  """
+
+  def __init__(self, environment_spec: specs.EnvironmentSpec):
+    self.observation_packer = packing.ObservationPacker(environment_spec.observations)
+    self._transition_spec = AcmeNStepTransitionAdder.signature(environment_spec)
+    features = self.observation_packer.size
+    self._action_shape = tuple(environment_spec.actions.shape)
+    action_size = int(np.prod(self._action_shape))
+    self._reward_treedef = jax.tree.structure(self._transition_spec.reward)
+    num_rewards = self._reward_treedef.num_leaves
+    self._features = slice(0, features)
+    self._action = slice(features, features + action_size)
+    self._returns = slice(self._action.stop, self._action.stop + num_rewards)
+    self._discounts = slice(self._returns.stop, self._returns.stop + num_rewards)
+    self.size = self._discounts.stop
+
+  def signature(self) -> StoredTransition:
+    step = tf.TensorSpec((self.size,), tf.float32)
+    images = tuple(tf.TensorSpec(s.shape, tf.uint8)
+                   for s in self.observation_packer.spec[1:])
+    return StoredTransition((step, *images), step, step, (step, *images))
+
+  def step_vector(self, features: Optional[np.ndarray], action: Optional[list],
+                  returns_and_discounts: Optional[list]) -> np.ndarray:
+    """One row's vector; None parts stay zero."""
+    vector = np.zeros(self.size, np.float32)
+    if features is not None:
+      vector[self._features] = features
+    if action is not None:
+      vector[self._action] = np.ravel(action[0]) if len(action) == 1 else np.concatenate(
+          [np.ravel(a) for a in action])
+    if returns_and_discounts is not None:
+      vector[self._returns.start:] = returns_and_discounts
+    return vector
+
+  def unpack(self, item: StoredTransition) -> types.Transition:
+    spec = self._transition_spec
+    unpack = self.observation_packer.unpack
+    batch_shape = item.action_step.shape[:-1]
+
+    def scalars(vector, part, specs_nest):
+      return jax.tree.unflatten(self._reward_treedef, [
+          vector[..., i].astype(s.dtype.as_numpy_dtype) for i, s in zip(
+              range(part.start, part.stop), jax.tree.leaves(specs_nest))])
+
+    observation, *images = item.observation
+    next_observation, *next_images = item.next_observation
+    return types.Transition(
+        observation=unpack((observation[..., self._features], *images)),
+        action=item.action_step[..., self._action].reshape(
+            batch_shape + self._action_shape).astype(spec.action.dtype.as_numpy_dtype),
+        reward=scalars(item.return_step, self._returns, spec.reward),
+        discount=scalars(item.return_step, self._discounts, spec.discount),
+        next_observation=unpack((next_observation[..., self._features], *next_images)),
+        extras=())
 
 
 class NStepTransitionAdder(adders.Adder):
@@ -52,49 +135,49 @@ class NStepTransitionAdder(adders.Adder):
   with m = n except for the shorter transitions at an episode's start and end.
   Writer rows: row t holds o_t, a_t-1 and the return and discount of the item written
   when o_t arrives (row 0 only o_0); the episode's shorter final items put theirs in
-  rows after the last observation's.
+  rows after the last observation's. The table's signature is `layout.signature()`.
+
+  A caller that has already packed an observation with `layout.observation_packer`
+  (the actor, for its policy) passes it as `packed_observation` to skip packing again.
   """
 
   def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float,
-               max_in_flight_items: int = MAX_IN_FLIGHT_ITEMS,
-               packer: Optional[packing.ObservationPacker] = None):
+               layout: TransitionLayout, items_per_write: int = ITEMS_PER_WRITE,
+               max_in_flight_items: int = MAX_IN_FLIGHT_ITEMS):
     if n_step < 1:
       raise ValueError(f'n_step must be >= 1, got {n_step}')
+    if items_per_write < 1:
+      raise ValueError(f'items_per_write must be >= 1, got {items_per_write}')
     self._client = client
     self._table = table
     self._n_step = n_step
     self._discount = np.float32(discount)
+    self.layout = layout
+    self._items_per_write = items_per_write
     self._max_in_flight_items = max_in_flight_items
-    self._flatten_observation = (tree.flatten if packer is None
-                                 else lambda o: list(packer.pack(o)))
     self._writer: Optional[_CppWriter] = None
     # The last n steps' flat rewards and discounts (one discount per reward leaf).
     self._window: Deque[Tuple[List[np.ndarray], List[np.ndarray]]] = (
         collections.deque(maxlen=n_step))
     self._num_steps = -1  # Steps added this episode; -1 before add_first.
 
-  @classmethod
-  def signature(cls, environment_spec: specs.EnvironmentSpec,
-                packer: Optional[packing.ObservationPacker] = None):
-    """The table signature: Acme's NStepTransitionAdder's (with packed observations)."""
-    if packer is not None:
-      environment_spec = environment_spec._replace(observations=packer.spec)
-    return AcmeNStepTransitionAdder.signature(environment_spec)
-
-  def add_first(self, timestep: dm_env.TimeStep) -> None:
+  def add_first(self, timestep: dm_env.TimeStep,
+                packed_observation: Optional[packing.Packed] = None) -> None:
     if not timestep.first():
       raise ValueError('adder.add_first needs a first timestep (timestep.first())')
     if self._writer is None:
-      # An item reaches back n rows for its state; 2n leaves the chunker room.
+      # A waiting item reaches back a group and n rows; n more leave the chunker room.
       self._writer = _CppWriter(self._client.trajectory_writer(
-          num_keep_alive_refs=2 * self._n_step,
+          num_keep_alive_refs=self._items_per_write + 2 * self._n_step,
           get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS))
     self._window.clear()
     self._num_steps = 0
-    self._writer.append(self._flatten_observation(timestep.observation))
+    features, *images = self._pack(timestep.observation, packed_observation)
+    self._writer.append(self.layout.step_vector(features, None, None), images)
 
   def add(self, action: types.NestedArray, next_timestep: dm_env.TimeStep,
-          extras: types.NestedArray = ()) -> None:
+          extras: types.NestedArray = (),
+          packed_observation: Optional[packing.Packed] = None) -> None:
     if self._num_steps < 0:
       raise ValueError('adder.add_first must be called before adder.add')
     if extras:
@@ -103,26 +186,34 @@ class NStepTransitionAdder(adders.Adder):
     self._num_steps += 1
     first = max(0, self._num_steps - self._n_step)
     n_step_return, total_discount = self._accumulate(first)
-    self._writer.append(self._flatten_observation(next_timestep.observation),
-                        tree.flatten(action), n_step_return + total_discount)
-    self._create_item(first, self._num_steps, self._num_steps)
+    features, *images = self._pack(next_timestep.observation, packed_observation)
+    self._writer.append(self.layout.step_vector(
+        features, tree.flatten(action), n_step_return + total_discount), images)
+    self._writer.create_item(first, self._num_steps, self._num_steps)
     if next_timestep.last():
       self._write_last(first)
       self.reset()
+    elif self._writer.num_waiting_items >= self._items_per_write:
+      self._write_items()
 
   def reset(self) -> None:
     if self._writer is not None:
+      self._write_items()
       self._writer.end_episode()
     self._window.clear()
     self._num_steps = -1
+
+  def _pack(self, observation, packed: Optional[packing.Packed]) -> packing.Packed:
+    return self.layout.observation_packer.pack(observation) if packed is None else packed
 
   def _write_last(self, first: int) -> None:
     """The shorter transitions from each later state to the last observation."""
     last = self._num_steps
     for row, start in enumerate(range(first + 1, last), start=last + 1):
       n_step_return, total_discount = self._accumulate(start)
-      self._writer.append(None, None, n_step_return + total_discount)
-      self._create_item(start, row, last)
+      self._writer.append(
+          self.layout.step_vector(None, None, n_step_return + total_discount), None)
+      self._writer.create_item(start, row, last)
 
   def _accumulate(self, first: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
     """Acme's float32 recurrence for the return and discount of steps first..now."""
@@ -135,49 +226,47 @@ class NStepTransitionAdder(adders.Adder):
         total_discount[i] = total_discount[i] * discount
     return n_step_return, total_discount
 
-  def _create_item(self, first: int, return_row: int, last: int) -> None:
-    """Inserts (o_first, a_first, R, D, o_last), flat in the signature's order."""
-    self._writer.create_item(self._table, _PRIORITY, first, return_row, last)
+  def _write_items(self) -> None:
+    self._writer.write_items(self._table, _PRIORITY)
     self._writer.flush(self._max_in_flight_items)
 
 
 class _CppWriter:
   """Appends rows and creates items with Reverb's C++ trajectory writer directly.
 
-  A row is (observation leaves, action leaves, returns and discounts); the first row of
-  an episode has only the observation, the rows after the last observation only the
-  returns and discounts. Missing parts are None, as Reverb's Python writer sends them.
+  A row is (step vector, *images); the rows after the last observation have no images
+  (None, as Reverb's Python writer sends a missing column). Items wait, as the rows
+  they read, until `write_items`.
   """
 
   def __init__(self, writer: reverb.TrajectoryWriter):
     self._writer = writer
     self._cpp = writer._writer  # pylint: disable=protected-access
-    self._sizes: Optional[Tuple[int, int, int]] = None  # Leaves per part.
+    self._num_images: Optional[int] = None
     self._rows: List[list] = []  # This episode's rows of data references.
+    self._waiting_items: List[list] = []  # Each item's references, in signature order.
 
-  def append(self, observation: Optional[list], action: Optional[list] = None,
-             returns_and_discounts: Optional[list] = None) -> None:
-    parts = (observation, action, returns_and_discounts)
-    if self._sizes is None and None not in parts:
-      self._sizes = tuple(len(part) for part in parts)
-    if self._sizes is None:  # The first row: the other columns do not exist yet.
-      row = list(observation)
-    else:
-      row = []
-      for part, size in zip(parts, self._sizes):
-        row += [None] * size if part is None else part
-    self._rows.append(self._cpp.Append(row))
+  def append(self, vector: np.ndarray, images: Optional[list]) -> None:
+    if self._num_images is None:
+      self._num_images = len(images)
+    self._rows.append(self._cpp.Append(
+        [vector] + ([None] * self._num_images if images is None else images)))
 
-  def create_item(self, table: str, priority: float, first: int, return_row: int,
-                  last: int) -> None:
-    num_observation, num_action, _ = self._sizes
-    state, returns = self._rows[first], self._rows[return_row]
-    references = (state[:num_observation] +
-                  self._rows[first + 1][num_observation:num_observation + num_action] +
-                  returns[num_observation + num_action:] +
-                  self._rows[last][:num_observation])
-    self._cpp.CreateItem(table, priority, [[r] for r in references],
-                         [True] * len(references))
+  @property
+  def num_waiting_items(self) -> int:
+    return len(self._waiting_items)
+
+  def create_item(self, first: int, return_row: int, last: int) -> None:
+    """Queues the `StoredTransition` of o_first, a_first, R, D and o_last."""
+    state, end = self._rows[first], self._rows[last]
+    self._waiting_items.append(
+        state + [self._rows[first + 1][0], self._rows[return_row][0]] + end)
+
+  def write_items(self, table: str, priority: float) -> None:
+    for references in self._waiting_items:
+      self._cpp.CreateItem(table, priority, [[r] for r in references],
+                           [True] * len(references))
+    self._waiting_items = []
 
   def flush(self, block_until_num_items: int) -> None:
     self._writer.flush(block_until_num_items)

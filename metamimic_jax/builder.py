@@ -19,7 +19,6 @@ from metamimic_jax import keys
 from metamimic_jax import learner as learner_lib
 from metamimic_jax import multihost
 from metamimic_jax import networks as networks_lib
-from metamimic_jax import packing
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import base as env_base
 
@@ -109,20 +108,20 @@ class MetaMimicBuilder:
         remover=reverb.selectors.Fifo(),
         max_size=config.max_replay_size,
         rate_limiter=limiter,
-        signature=adders_lib.NStepTransitionAdder.signature(
-            environment_spec, self.make_observation_packer(environment_spec)))]
+        signature=self.make_transition_layout(environment_spec).signature())]
 
-  def make_observation_packer(self, environment_spec: specs.EnvironmentSpec
-                              ) -> packing.ObservationPacker:
-    """How replay stores observations: packed, so Reverb handles a few columns."""
-    return packing.ObservationPacker(environment_spec.observations)
+  def make_transition_layout(self, environment_spec: specs.EnvironmentSpec
+                             ) -> adders_lib.TransitionLayout:
+    """How replay stores transitions: packed, so Reverb handles a few columns."""
+    return adders_lib.TransitionLayout(environment_spec)
 
   def make_adder(self, replay_client: reverb.Client,
-                 environment_spec: specs.EnvironmentSpec) -> adders.Adder:
+                 environment_spec: specs.EnvironmentSpec
+                 ) -> adders_lib.NStepTransitionAdder:
     """Acme's n-step transitions, written by our leaner adder (see adders.py)."""
     return adders_lib.NStepTransitionAdder(
         replay_client, self._config.replay_table_name, self._config.n_step,
-        self._config.discount, packer=self.make_observation_packer(environment_spec))
+        self._config.discount, self.make_transition_layout(environment_spec))
 
   def make_dataset_iterator(self, replay_server_address: str,
                             environment_spec: specs.EnvironmentSpec,
@@ -142,8 +141,8 @@ class MetaMimicBuilder:
         server_address=replay_server_address, batch_size=batch_size * steps,
         prefetch_size=self._config.prefetch_size,
         table=self._config.replay_table_name, num_parallel_calls=2)
-    packer = self.make_observation_packer(environment_spec)
-    transitions = (packer.unpack_transition(sample.data)
+    layout = self.make_transition_layout(environment_spec)
+    transitions = (layout.unpack(sample.data)
                    for sample in dataset.as_numpy_iterator())
     return jax_utils.sharded_prefetch(transitions, devices,
                                       self._config.prefetch_size, steps)

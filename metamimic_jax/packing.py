@@ -10,7 +10,6 @@ observation the networks read, with static slices, in numpy or inside a jitted f
 from typing import Mapping, Tuple
 
 from acme import specs
-from acme import types
 import jax
 import numpy as np
 
@@ -37,6 +36,12 @@ class ObservationPacker:
         *(specs.Array(self._shapes[i], np.uint8, name=f'image_{n}')
           for n, i in enumerate(self._image_indices)))
 
+  def __eq__(self, other) -> bool:
+    """Whether both pack the same observations the same way."""
+    return (isinstance(other, ObservationPacker) and self._keys == other._keys and
+            self._treedef == other._treedef and self._shapes == other._shapes and
+            self._image_indices == other._image_indices)
+
   def pack(self, observation) -> Packed:
     if self._keys is not None:
       missing = sorted(set(self._keys) - set(observation))
@@ -62,7 +67,3 @@ class ObservationPacker:
     for i, image in zip(self._image_indices, images):
       leaves[i] = image
     return self._treedef.unflatten(leaves)
-
-  def unpack_transition(self, transition: types.Transition) -> types.Transition:
-    return transition._replace(observation=self.unpack(transition.observation),
-                               next_observation=self.unpack(transition.next_observation))

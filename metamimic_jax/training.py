@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import reverb
 
+from metamimic_jax import adders
 from metamimic_jax import checkpointing
 from metamimic_jax import demo_sets
 from metamimic_jax import evaluation
@@ -91,10 +92,12 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   actor = builder.make_actor(actor_key, networks, spec, learner,
                              adder=builder.make_adder(reverb.Client(address), spec),
                              policy=builder.acting_policy)
-  # The n-step adder holds back n - 1 steps: start once min_replay_size items exist.
+  # The adder holds back n - 1 steps and writes items in groups: start once
+  # min_replay_size items exist.
   agent = acme_agent.Agent(
       actor, learner,
-      min_observations=max(config.min_replay_size, config.batch_size) + config.n_step,
+      min_observations=(max(config.min_replay_size, config.batch_size) + config.n_step +
+                        adders.ITEMS_PER_WRITE),
       observations_per_step=config.batch_size / config.samples_per_insert)
   loop = environment_loop.EnvironmentLoop(
       environment, agent, counter=counting.Counter(counter, 'actor'),

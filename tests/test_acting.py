@@ -72,7 +72,7 @@ def test_actor_writes_the_transitions_it_experiences(replay):
   assert client.server_info()[table].current_size == steps
   samples = client.sample(table, num_samples=3000, emit_timesteps=False,
                           unpack_as_table_signature=True)
-  unpack = builder.make_observation_packer(spec).unpack_transition
+  unpack = builder.make_transition_layout(spec).unpack
   items = list({sample.info.key: unpack(sample.data) for sample in samples}.values())
   assert len(items) == steps  # 3000 uniform draws see all 99 items.
   frames = np.concatenate([demo.observations['position'],

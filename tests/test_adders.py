@@ -7,7 +7,6 @@ import reverb
 import tree
 
 from metamimic_jax import adders
-from metamimic_jax import packing
 
 N_STEP = 3
 DISCOUNT = 0.9
@@ -59,58 +58,90 @@ def _items(client, table):
 @pytest.mark.parametrize('dict_discount', [False, True])
 def test_writes_what_acme_writes(dict_discount):
   spec = _environment_spec(dict_discount)
-  signature = adders.NStepTransitionAdder.signature(spec)
-  assert signature == acme_adders.NStepTransitionAdder.signature(spec)
-  packer = packing.ObservationPacker(spec.observations)
-  packed_signature = adders.NStepTransitionAdder.signature(spec, packer)
-  server = reverb.Server([reverb.Table.queue(name, 1000, signature=signature)
-                          for name in ('acme', 'lean')] +
-                         [reverb.Table.queue('packed', 1000, signature=packed_signature)],
-                         port=None)
+  layout = adders.TransitionLayout(spec)
+  server = reverb.Server([
+      reverb.Table.queue('acme', 1000,
+                         signature=acme_adders.NStepTransitionAdder.signature(spec)),
+      reverb.Table.queue('lean', 1000, signature=layout.signature()),
+      reverb.Table.queue('prepacked', 1000, signature=layout.signature())], port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
     reference = acme_adders.NStepTransitionAdder(
         client, N_STEP, DISCOUNT, priority_fns={'acme': None})
-    lean = adders.NStepTransitionAdder(client, 'lean', N_STEP, DISCOUNT)
-    packed = adders.NStepTransitionAdder(client, 'packed', N_STEP, DISCOUNT,
-                                         packer=packer)
+    lean = adders.NStepTransitionAdder(client, 'lean', N_STEP, DISCOUNT, layout)
+    # Given observations packed by the caller (as the actor does), and writing items
+    # mid-episode in groups of 3, the same items.
+    prepacked = adders.NStepTransitionAdder(client, 'prepacked', N_STEP, DISCOUNT, layout,
+                                            items_per_write=3)
+    pack = layout.observation_packer.pack
     rng = np.random.default_rng(0)
     # Terminations and truncations, longer and shorter than n, and a one-step episode.
     episodes = [_episode(rng, length, end, dict_discount)
                 for length, end in ((7, 'termination'), (6, 'truncation'),
                                     (2, 'termination'), (1, 'truncation'))]
     for first, steps in episodes:
-      for adder in (reference, lean, packed):
-        adder.add_first(first)
-        for action, timestep in steps:
-          adder.add(action, timestep)
-    expected, actual = _items(client, 'acme'), _items(client, 'lean')
-    stored_packed = _items(client, 'packed')
+      reference.add_first(first)
+      lean.add_first(first)
+      prepacked.add_first(first, packed_observation=pack(first.observation))
+      for action, timestep in steps:
+        reference.add(action, timestep)
+        lean.add(action, timestep)
+        prepacked.add(action, timestep, packed_observation=pack(timestep.observation))
+    expected = _items(client, 'acme')
+    stored, stored_prepacked = _items(client, 'lean'), _items(client, 'prepacked')
   finally:
     server.stop()
   # Per episode of T steps: T + n - 1 items (min(T, n) - 1 fewer when T < n).
   assert len(expected) == (7 + 2) + (6 + 2) + (2 + 1) + 1
-  assert len(actual) == len(stored_packed) == len(expected)
-  # A packed observation is 3 arrays (features and the two pixels), not 4 leaves.
-  assert len(stored_packed[0].observation) == 3
-  for want, got, got_packed in zip(expected, actual, stored_packed):
-    tree.map_structure(np.testing.assert_array_equal, want, got)
-    tree.map_structure(np.testing.assert_array_equal, want,
-                       packer.unpack_transition(got_packed))
+  assert len(stored) == len(stored_prepacked) == len(expected)
+  # An item is 8 arrays (each observation a step vector and two pixels; the action's and
+  # the return's step vectors), not Acme's 14 leaves.
+  assert len(tree.flatten(stored[0])) == 8
+  for want, got, got_prepacked in zip(expected, stored, stored_prepacked):
+    tree.map_structure(np.testing.assert_array_equal, want, layout.unpack(got))
+    tree.map_structure(np.testing.assert_array_equal, want, layout.unpack(got_prepacked))
+    tree.map_structure(lambda w, g: np.testing.assert_equal(g.dtype, w.dtype), want,
+                       layout.unpack(got))
+
+
+def test_unpacks_a_batch_of_items():
+  spec = _environment_spec(dict_discount=True)
+  layout = adders.TransitionLayout(spec)
+  server = reverb.Server([reverb.Table.queue('lean', 100, signature=layout.signature())],
+                         port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    adder = adders.NStepTransitionAdder(client, 'lean', N_STEP, DISCOUNT, layout)
+    first, steps = _episode(np.random.default_rng(3), 5, 'termination', True)
+    adder.add_first(first)
+    for action, timestep in steps:
+      adder.add(action, timestep)
+    items = _items(client, 'lean')
+  finally:
+    server.stop()
+  batch = tree.map_structure(lambda *x: np.stack(x), *items)
+  unpacked = layout.unpack(batch)
+  assert unpacked.action.shape == (len(items), 2)
+  for i, item in enumerate(items):
+    tree.map_structure(lambda b, x, i=i: np.testing.assert_array_equal(b[i], x),
+                       unpacked, layout.unpack(item))
 
 
 @pytest.fixture(name='lean_client')
 def _lean_client():
   """A client of a server with one FIFO table, 'lean', for the scalar-discount spec."""
   spec = _environment_spec(dict_discount=False)
-  server = reverb.Server([reverb.Table.queue(
-      'lean', 100, signature=adders.NStepTransitionAdder.signature(spec))], port=None)
-  yield reverb.Client(f'localhost:{server.port}')
+  layout = adders.TransitionLayout(spec)
+  server = reverb.Server([reverb.Table.queue('lean', 100, signature=layout.signature())],
+                         port=None)
+  yield reverb.Client(f'localhost:{server.port}'), layout
   server.stop()
 
 
 def test_hand_computed_returns_and_discounts(lean_client):
-  adder = adders.NStepTransitionAdder(lean_client, 'lean', n_step=2, discount=0.5)
+  client, layout = lean_client
+  adder = adders.NStepTransitionAdder(client, 'lean', n_step=2, discount=0.5,
+                                      layout=layout)
   first, steps = _episode(np.random.default_rng(1), 3, 'termination', False)
   rewards = [np.float32(1), np.float32(2), np.float32(4)]
   steps = [(a, ts._replace(reward={'imitation': r, 'task': -r}))
@@ -118,7 +149,7 @@ def test_hand_computed_returns_and_discounts(lean_client):
   adder.add_first(first)
   for action, timestep in steps:
     adder.add(action, timestep)
-  items = _items(lean_client, 'lean')
+  items = [layout.unpack(item) for item in _items(client, 'lean')]
   observations = [first.observation] + [ts.observation for _, ts in steps]
   # (start, end, R, D): discounts d_0 = 1, d_1 = 0.5 (step 2), d_2 = 0 (termination).
   expected = [(0, 1, 1.0, 1.0), (0, 2, 1 + 0.5 * 1 * 2, 0.5 * 1 * 0.5),
@@ -134,23 +165,34 @@ def test_hand_computed_returns_and_discounts(lean_client):
     assert item.discount['imitation'] == discount == item.discount['task']
 
 
-def test_at_most_max_in_flight_items_wait_for_the_server(lean_client):
-  adder = adders.NStepTransitionAdder(lean_client, 'lean', n_step=2, discount=0.5,
-                                      max_in_flight_items=3)
+def test_items_are_written_in_groups_and_reach_the_table(lean_client):
+  client, layout = lean_client
+  adder = adders.NStepTransitionAdder(client, 'lean', n_step=2, discount=0.5,
+                                      layout=layout, items_per_write=4,
+                                      max_in_flight_items=1)
   first, steps = _episode(np.random.default_rng(2), 20, 'truncation', False)
   adder.add_first(first)
   sizes = []
   for action, timestep in steps:
     adder.add(action, timestep)
-    sizes.append(lean_client.server_info()['lean'].current_size)
-  # The k-th add creates the k-th item; the episode's end flushes all 21.
-  assert all(size >= k - 3 for k, size in enumerate(sizes[:-1], start=1))
+    sizes.append(client.server_info()['lean'].current_size)
+  # The k-th add creates the k-th item; every 4th add writes the group, and the writer
+  # then waits until at most 1 is unconfirmed. The episode's end writes all 21.
+  assert sizes[:3] == [0, 0, 0]
+  assert all(size >= 4 * (k // 4) - 1 for k, size in enumerate(sizes[:-1], start=1))
+  assert all(size <= 4 * (k // 4) for k, size in enumerate(sizes[:-1], start=1))
   assert sizes[-1] == 20 + 1
 
 
 def test_add_before_add_first_is_refused():
-  adder = adders.NStepTransitionAdder(client=None, table='t', n_step=1, discount=1.0)
+  layout = adders.TransitionLayout(_environment_spec(dict_discount=False))
+  adder = adders.NStepTransitionAdder(client=None, table='t', n_step=1, discount=1.0,
+                                      layout=layout)
   with pytest.raises(ValueError, match='add_first must be called'):
     adder.add(np.zeros(2), dm_env.transition(0.0, {}))
   with pytest.raises(ValueError, match='n_step must be'):
-    adders.NStepTransitionAdder(client=None, table='t', n_step=0, discount=1.0)
+    adders.NStepTransitionAdder(client=None, table='t', n_step=0, discount=1.0,
+                                layout=layout)
+  with pytest.raises(ValueError, match='items_per_write must be'):
+    adders.NStepTransitionAdder(client=None, table='t', n_step=1, discount=1.0,
+                                layout=layout, items_per_write=0)

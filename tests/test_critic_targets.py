@@ -35,7 +35,7 @@ def _replay_items(config):
       rewards.append(timestep.reward)
     samples = client.sample(config.replay_table_name, num_samples=5000,
                             emit_timesteps=False, unpack_as_table_signature=True)
-    unpack = builder.make_observation_packer(spec).unpack_transition
+    unpack = builder.make_transition_layout(spec).unpack
     items = list({sample.info.key: unpack(sample.data) for sample in samples}.values())
   finally:
     server.stop()

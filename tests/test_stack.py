@@ -146,9 +146,10 @@ def test_n_step_adder_accumulates_nested_rewards():
       adder.add(np.zeros(2, np.float32), dm_env.transition(
           {'imitation': np.float32(r), 'task': np.float32(1.0)}, observation,
           np.float32(1.0)))
+    adder.reset()  # Writes the items waiting for a group to fill.
     samples = client.sample(builder.config.replay_table_name, num_samples=200,
                             emit_timesteps=False, unpack_as_table_signature=True)
-    unpack = builder.make_observation_packer(spec).unpack_transition
+    unpack = builder.make_transition_layout(spec).unpack
     items = {sample.info.key: unpack(sample.data) for sample in samples}.values()
     # The 3-step transition from the first step (discount g^2), beside shorter ones.
     g = builder.config.discount
