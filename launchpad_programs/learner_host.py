@@ -10,9 +10,10 @@ fill (the table of launchpad_programs/imitate.py's builder), and the step's grad
 are averaged over every host's devices. Process 0 alone serves `get_variables` on a
 Courier server (--variable_port; its address is printed), logs, and checkpoints under
 <workdir>/checkpoints/learner; re-running the same commands resumes from there.
---demo_dir's train.h5 gives the environment's spec. The job ends at --max_learner_steps
-(never without it); with --keep_serving process 0 then serves the final variables until
-SIGTERM or Ctrl-C.
+--demo_dir's train.h5 gives the environment's spec. The job ends at --max_learner_steps,
+or when any process gets SIGTERM or Ctrl-C: every process then stops after the same step
+and process 0 checkpoints it. With --keep_serving process 0 then serves the final
+variables until SIGTERM or Ctrl-C.
 """
 
 import os

@@ -35,6 +35,8 @@ from metamimic_jax.learner import MetaMimicLearner
 
 CHECKPOINT_DIRECTORY = os.path.join('checkpoints', 'learner')
 _REPLAY_TIMEOUT_S = 30
+# Learner calls between the processes' checks whether one of them was asked to stop.
+_STOP_CHECK_CALLS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +101,9 @@ def _prepare(settings: LearnerHostSettings, domain: Domain, builder: MetaMimicBu
 
 def run(settings: LearnerHostSettings, processes: multihost.ProcessSettings,
         config: MetaMimicConfig) -> int:
-  """Joins the job, resumes from process 0's checkpoint, steps to max_learner_steps;
-  returns the final step. Raises StartError (every process, before any step) or
+  """Joins the job, resumes from process 0's checkpoint, steps to max_learner_steps or
+  until any process gets SIGTERM or Ctrl-C (then all stop after the same step, process 0
+  checkpoints it); returns the final step. Raises StartError (every process, before any step) or
   NonFiniteError."""
   multihost.initialize(processes)
   is_chief = processes.process_id == 0
@@ -110,9 +113,9 @@ def run(settings: LearnerHostSettings, processes: multihost.ProcessSettings,
   try:
     spec = _prepare(settings, domain, builder, fingerprint, is_chief)
   except StartError:
-    multihost.failed_processes(False)
+    multihost.flagged_processes(True)
     raise
-  failed = multihost.failed_processes(True)
+  failed = multihost.flagged_processes(False)
   if failed:
     raise StartError(f'learner process(es) {failed} of the job could not start '
                      '(their output says why)')
@@ -142,11 +145,21 @@ def run(settings: LearnerHostSettings, processes: multihost.ProcessSettings,
     print(f'learner process 0 of {processes.num_processes} starts at step {steps}; '
           f'variables served at {os.uname().nodename}:{server.port}', flush=True)
 
+  stop = _stop_on_signal()
+  calls = 0
   while settings.max_learner_steps is None or steps < settings.max_learner_steps:
     learner.step()
     steps += config.sgd_steps_per_call
+    calls += 1
     if checkpointer:
       checkpointer.save()
+    # Every process checks at the same call, so all stop after the same step.
+    if calls % _STOP_CHECK_CALLS == 0:
+      asked = multihost.flagged_processes(stop.is_set())
+      if asked:
+        print(f'learner process {processes.process_id}: stopping at step {steps} '
+              f'(SIGTERM or Ctrl-C to process(es) {asked})', flush=True)
+        break
   state = learner.save()
   if checkpointer:
     checkpointer.save(force=True)
@@ -157,8 +170,10 @@ def run(settings: LearnerHostSettings, processes: multihost.ProcessSettings,
   if processes.is_multihost:
     jax.distributed.shutdown()  # Together, so that no process waits for a missing one.
   if server:
-    if settings.keep_serving:
-      _wait_for_stop()
+    if settings.keep_serving and not stop.is_set():
+      print('serving the final variables until SIGTERM or Ctrl-C', flush=True)
+      while not stop.wait(1):
+        pass
     server.stop()
   return steps
 
@@ -194,13 +209,11 @@ class _VariableServer:
     self._server.Stop()
 
 
-def _wait_for_stop() -> None:
-  """Returns on SIGTERM or SIGINT."""
+def _stop_on_signal() -> threading.Event:
+  """An event that SIGTERM or SIGINT (Ctrl-C) sets, in place of ending the process."""
   stop = threading.Event()
   for signal_number in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signal_number, lambda *_: stop.set())
-  print('serving the final variables until SIGTERM or Ctrl-C', flush=True)
-  while not stop.wait(1):
-    pass
+  return stop
 
 

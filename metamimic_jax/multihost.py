@@ -104,13 +104,13 @@ def broadcast_from_process_0(tree: T) -> T:
 
 
 
-def failed_processes(ok: bool) -> List[int]:
-  """The ids of the processes that passed `ok` False; every process must call it.
+def flagged_processes(flag: bool) -> List[int]:
+  """The ids of the processes that passed `flag` True; every process must call it.
 
-  Lets every process of a job stop together when one cannot start (a process that left
-  alone would leave the others waiting in the first collective).
+  Lets every process of a job stop together: when one cannot start, or when one is asked
+  to stop (a process that left alone would leave the others waiting in a collective).
   """
   if jax.process_count() == 1:
-    return [] if ok else [0]
-  oks = multihost_utils.process_allgather(np.array(ok, np.int32))
-  return [i for i, flag in enumerate(np.ravel(oks).tolist()) if not flag]
+    return [0] if flag else []
+  flags = multihost_utils.process_allgather(np.array(flag, np.int32))
+  return [i for i, value in enumerate(np.ravel(flags).tolist()) if value]

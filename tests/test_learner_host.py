@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from typing import List, Tuple
 
 import jax
 import numpy as np
@@ -106,20 +108,47 @@ def replay(tmp_path_factory):
   server.stop()
 
 
-def _launch(replay_address, demo_dir, workdirs, max_steps, variable_port,
-            keep_serving=False, demo_dirs=None):
+class _Host:
+  """A learner_host.py process whose output goes to a file: the processes of a job
+  wait on each other, so a pipe read after another's could block the job."""
+
+  def __init__(self, command, output_path):
+    self.output_path = output_path
+    with open(output_path, 'w') as output:
+      self.process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=output,
+                                      stderr=subprocess.STDOUT)
+
+  def output(self) -> str:
+    with open(self.output_path) as f:
+      return f.read()
+
+  def finish(self, timeout=TIMEOUT_S) -> Tuple[int, str]:
+    """(return code, output) once the process exits."""
+    return self.process.wait(timeout), self.output()
+
+  def wait_for_line(self, prefix: str, timeout=TIMEOUT_S) -> None:
+    deadline = time.time() + timeout
+    while not any(l.startswith(prefix) for l in self.output().splitlines()):
+      assert self.process.poll() is None, self.output()[-3000:]
+      assert time.time() < deadline, f'no line {prefix!r}: {self.output()[-3000:]}'
+      time.sleep(0.2)
+
+
+def _launch(replay_address, demo_dir, workdirs, max_steps, variable_port, output_dir,
+            keep_serving=False, demo_dirs=None) -> List[_Host]:
   """One learner_host.py per workdir: process i writes to workdirs[i], reads
-  demo_dirs[i] (default: demo_dir)."""
+  demo_dirs[i] (default: demo_dir), and prints to output_dir/process_<i>.txt; no
+  max_steps: until stopped."""
   coordinator = f'localhost:{_free_port()}'
   demo_dirs = demo_dirs or [demo_dir] * len(workdirs)
-  return [subprocess.Popen(
+  return [_Host(
       [sys.executable, PROGRAM, f'--coordinator_address={coordinator}',
        '--num_processes=2', f'--process_id={i}', f'--replay_address={replay_address}',
        f'--workdir={workdir}', f'--demo_dir={demo_dirs[i]}',
-       f'--max_learner_steps={max_steps}', f'--variable_port={variable_port}',
-       f'--keep_serving={keep_serving}', *AGENT_FLAGS],
-      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True) for i, workdir in enumerate(workdirs)]
+       *([] if max_steps is None else [f'--max_learner_steps={max_steps}']),
+       f'--variable_port={variable_port}', f'--keep_serving={keep_serving}',
+       *AGENT_FLAGS],
+      os.path.join(output_dir, f'process_{i}.txt')) for i, workdir in enumerate(workdirs)]
 
 
 def _finished(output: str):
@@ -134,23 +163,18 @@ def test_two_learner_hosts_agree_serve_checkpoint_and_resume(replay, tmp_path):
   demo_dir, spec, replay_address = replay
   workdirs = [str(tmp_path / f'host_{i}') for i in range(2)]
   port = _free_port()
-  processes = _launch(replay_address, demo_dir, workdirs, 2, port, keep_serving=True)
-  killer = threading.Timer(TIMEOUT_S, lambda: [p.kill() for p in processes])
-  killer.start()
+  hosts = _launch(replay_address, demo_dir, workdirs, 2, port, tmp_path,
+                  keep_serving=True)
   try:
-    output_1 = processes[1].communicate()[0]
-    assert processes[1].returncode == 0, output_1[-3000:]
-    output_0 = ''
-    for line in processes[0].stdout:  # Until process 0 serves its final variables.
-      output_0 += line
-      if line.startswith('serving the final variables'):
-        break
+    returncode, output_1 = hosts[1].finish()
+    assert returncode == 0, output_1[-3000:]
+    hosts[0].wait_for_line('serving the final variables')
     import courier  # pylint: disable=g-import-not-at-top
     served, = courier.Client(f'localhost:{port}').get_variables(
         [MetaMimicLearner.IMITATION_POLICY])
-    processes[0].send_signal(signal.SIGTERM)
-    output_0 += processes[0].communicate()[0]
-    assert processes[0].returncode == 0, output_0[-3000:]
+    hosts[0].process.send_signal(signal.SIGTERM)
+    returncode, output_0 = hosts[0].finish()
+    assert returncode == 0, output_0[-3000:]
 
     assert f'starts at step 0; variables served at ' in output_0
     assert _finished(output_0) == _finished(output_1)
@@ -162,14 +186,16 @@ def test_two_learner_hosts_agree_serve_checkpoint_and_resume(replay, tmp_path):
     assert os.path.getsize(os.path.join(workdirs[0], 'logs', 'learner', 'logs.csv'))
     assert not os.path.exists(workdirs[1])  # Process 1 wrote nothing.
 
-    processes[:] = _launch(replay_address, demo_dir, workdirs, 4, port)
-    outputs = [p.communicate()[0] for p in processes]
-    for p, output in zip(processes, outputs):
-      assert p.returncode == 0, output[-3000:]
+    (tmp_path / 'resumed').mkdir()
+    hosts += _launch(replay_address, demo_dir, workdirs, 4, port, tmp_path / 'resumed')
+    outputs = []
+    for host in hosts[2:]:
+      returncode, output = host.finish()
+      assert returncode == 0, output[-3000:]
+      outputs.append(output)
   finally:
-    killer.cancel()
-    for p in processes:
-      p.kill()
+    for host in hosts:
+      host.process.kill()
   assert 'starts at step 2; ' in outputs[0]
   assert _finished(outputs[0]) == _finished(outputs[1])
   step, digest = _finished(outputs[0])
@@ -179,15 +205,37 @@ def test_two_learner_hosts_agree_serve_checkpoint_and_resume(replay, tmp_path):
   assert not os.path.exists(workdirs[1])
 
 
+@pytest.mark.slow
+def test_sigterm_to_one_host_stops_every_host_after_the_same_step(replay, tmp_path):
+  demo_dir, spec, replay_address = replay
+  workdirs = [str(tmp_path / f'host_{i}') for i in range(2)]
+  hosts = _launch(replay_address, demo_dir, workdirs, None, _free_port(), tmp_path)
+  try:
+    hosts[0].wait_for_line('learner process 0 of 2 starts at step 0')
+    time.sleep(10)  # Training: the job runs until stopped.
+    hosts[1].process.send_signal(signal.SIGTERM)  # A scheduler stopping one host.
+    (returncode_0, output_0), (returncode_1, output_1) = (h.finish() for h in hosts)
+  finally:
+    for host in hosts:
+      host.process.kill()
+  assert (returncode_0, returncode_1) == (0, 0), output_0[-3000:] + output_1[-3000:]
+  step, digest = _finished(output_0)
+  assert _finished(output_1) == (step, digest) and step > 0
+  assert f'learner process 1: stopping at step {step} (SIGTERM or Ctrl-C to process(es) ' \
+         '[1])' in output_1
+  state = _checkpointed_state(workdirs[0], spec)  # Process 0 checkpointed that step.
+  assert int(state.steps) == step and learner_host.state_digest(state) == digest
+
+
 @pytest.mark.slow  # Two processes join the job: about 40 s here.
 def test_when_one_host_cannot_start_every_host_stops_with_one_line(replay, tmp_path):
   demo_dir, _, replay_address = replay
-  processes = _launch(replay_address, demo_dir, [str(tmp_path / 'host_0')] * 2, 2,
-                      _free_port(), demo_dirs=[demo_dir, str(tmp_path / 'none')])
-  outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in processes]
+  hosts = _launch(replay_address, demo_dir, [str(tmp_path / 'host_0')] * 2, 2,
+                  _free_port(), tmp_path, demo_dirs=[demo_dir, str(tmp_path / 'none')])
+  returncodes, outputs = zip(*(host.finish() for host in hosts))
   errors = [[l for l in output.splitlines() if l.startswith('error: ')]
             for output in outputs]
-  assert [p.returncode for p in processes] == [1, 1], outputs
+  assert list(returncodes) == [1, 1], outputs
   assert 'Traceback' not in outputs[0] + outputs[1]
   assert errors == [
       ['error: learner process(es) [1] of the job could not start (their output says '

@@ -142,6 +142,6 @@ def test_batch_must_divide_over_every_device_of_the_job():
     multihost.process_batch_size(7, devices)
 
 
-def test_a_single_process_reports_itself_failed_only_when_not_ok():
-  assert multihost.failed_processes(True) == []
-  assert multihost.failed_processes(False) == [0]
+def test_a_single_process_reports_itself_only_when_flagged():
+  assert multihost.flagged_processes(False) == []
+  assert multihost.flagged_processes(True) == [0]
