@@ -10,7 +10,9 @@ unless stated:
              no adder;
   + adder    the same with the builder's adder writing to a local Reverb server.
 The actor refreshes its parameters every `--variable_update_period` steps from a source
-serving host arrays, as the learner does. The stages run in turn for `--rounds` rounds of
+serving host arrays, as the learner does. With `--action_repeat` k the demo env, policy
+and adder act once every k frames (as the cpu_small preset does on Jaco); rates are
+always per simulated frame. The stages run in turn for `--rounds` rounds of
 `--seconds` each, and each stage reports its best round, so all share the machine's
 state. Rates are per second of wall time and per second of this process's CPU time (all
 its threads, the Reverb server's included): on a shared machine the CPU rate is the
@@ -57,6 +59,8 @@ _DEMO_DIR = flags.DEFINE_string('demo_dir', None, 'A directory per domain '
 _UPDATE_PERIOD = flags.DEFINE_integer('variable_update_period', 100,
                                       'Actor steps between parameter fetches.',
                                       lower_bound=1)
+_ACTION_REPEAT = flags.DEFINE_integer('action_repeat', 1, 'Frames per action of the '
+                                      'demo-env stages.', lower_bound=1)
 
 
 class _HostParams:
@@ -83,21 +87,29 @@ def _demonstrations(domain, num):
 
 
 def _steps_per_second(run_for):
-  """(wall, CPU) steps/s of `run_for(deadline)`, which steps until time.time() > deadline."""
+  """(wall, CPU) frames/s of `run_for(deadline)`, which steps until time.time() >
+  deadline and returns the frames simulated."""
   start, cpu_start = time.time(), time.process_time()
   steps = run_for(start + _SECONDS.value)
   return (steps / (time.time() - start), steps / (time.process_time() - cpu_start))
 
 
+def _frames(environment, steps: int) -> int:
+  """Frames simulated in an episode of `steps` steps: a demo env counts its own."""
+  return getattr(environment, 'frame', steps)
+
+
 def _zero_action_loop(environment, action):
   def run_for(deadline):
     environment.reset()
-    steps = 0
+    frames = steps = 0
     while time.time() < deadline:
-      if environment.step(action).last():
-        environment.reset()
       steps += 1
-    return steps
+      if environment.step(action).last():
+        frames += _frames(environment, steps)
+        environment.reset()
+        steps = 0
+    return frames + _frames(environment, steps)
   return run_for
 
 
@@ -105,19 +117,19 @@ def _actor_loop(environment, actor):
   loop = environment_loop.EnvironmentLoop(environment, actor,
                                           logger=loggers.NoOpLogger())
   def run_for(deadline):
-    steps = 0
+    frames = 0
     while time.time() < deadline:
-      steps += loop.run_episode()['episode_length']
-    return steps
+      frames += _frames(environment, loop.run_episode()['episode_length'])
+    return frames
   return run_for
 
 
 def measure(domain_name: str):
-  """Best (wall, CPU) steps/s per stage over the rounds, stages run in turn."""
+  """Best (wall, CPU) frames/s per stage over the rounds, stages run in turn."""
   domain = make_domain(domain_name)
   num_demos = _JACO_DEMOS.value if domain_name == 'jaco_stack' else _POINT_MASS_DEMOS.value
   demos = _demonstrations(domain, num_demos)
-  config = MetaMimicConfig()
+  config = MetaMimicConfig(action_repeat=_ACTION_REPEAT.value)
   builder = MetaMimicBuilder(config, domain)
   demo_environment = builder.make_demo_environment(demos, seed=0)
   spec = specs.make_environment_spec(demo_environment)
@@ -155,11 +167,12 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'unknown domains {unknown}; known: {", ".join(DOMAIN_NAMES)}')
   print(f'best of {_ROUNDS.value} rounds x {_SECONDS.value:g} s per stage; '
-        f'variable_update_period {_UPDATE_PERIOD.value}; cores: {os.cpu_count()}')
+        f'variable_update_period {_UPDATE_PERIOD.value}; action_repeat '
+        f'{_ACTION_REPEAT.value}; cores: {os.cpu_count()}')
   for domain_name in _DOMAINS.value:
     best = measure(domain_name)
     raw_wall, raw_cpu = best['raw']
-    print(f'{domain_name}:{"wall steps/s":>22}{"CPU steps/s":>24}')
+    print(f'{domain_name}:{"wall frames/s":>23}{"CPU frames/s":>24}')
     for name, (wall, cpu) in best.items():
       print(f'  {name:<9} {wall:>8.0f} {wall / raw_wall:>5.2f}x raw   '
             f'{cpu:>8.0f} {cpu / raw_cpu:>5.2f}x raw', flush=True)

@@ -55,6 +55,7 @@ def test_action_repeat_holds_each_action_and_averages_the_frames_rewards():
     environment.select_demonstration(1)
   first = repeated.reset()
   every_frame.reset()
+  assert repeated.frame == 0
   # The goal is the demonstration at the next two decisions: frames 3 and 6.
   np.testing.assert_array_equal(first.observation['goal']['position'], positions[[3, 6]])
   rng = np.random.default_rng(0)
@@ -72,6 +73,7 @@ def test_action_repeat_holds_each_action_and_averages_the_frames_rewards():
         break
     frame_rewards += held
     step_rewards.append(np.mean(held))
+    assert repeated.frame == every_frame.frame == len(frame_rewards)
     # Both environments are at the same frame, so they observe the same state.
     np.testing.assert_array_equal(timestep.observation['observation']['position'],
                                   frame.observation['observation']['position'])

@@ -147,6 +147,11 @@ class DemoConditionedEnvironment(dm_env.Environment):
   def action_repeat(self) -> int:
     return self._action_repeat
 
+  @property
+  def frame(self) -> int:
+    """The demonstration frame the episode has reached: frames simulated since reset."""
+    return self._t
+
   def reset(self) -> dm_env.TimeStep:
     index = (self._rng.integers(len(self._demos))
              if self._next_demo is None else self._next_demo)
