@@ -106,10 +106,13 @@ def main(argv):
             f'reached at {int(curve["actor_steps"][reached[0]])} env steps, '
             f'{curve["wall_minutes"][reached[0]]:.1f} min' if reached.size else
             'not reached'))
-  total_steps = curve['actor_steps'][-1]
-  print(f'machine bound: raw env {raw_steps_per_second:.0f} steps/s; training ran '
-        f'{total_steps / seconds:.0f} env steps/s '
-        f'({total_steps / seconds / raw_steps_per_second:.3f} of raw)')
+  # An episode's last decision may hold fewer frames: frames/s is an upper bound.
+  decisions_per_second = curve['actor_steps'][-1] / seconds
+  frames_per_second = decisions_per_second * config.action_repeat
+  print(f'machine bound: raw env {raw_steps_per_second:.0f} frames/s; training ran '
+        f'{decisions_per_second:.0f} env steps/s of {config.action_repeat} frames, about '
+        f'{frames_per_second:.0f} frames/s ({frames_per_second / raw_steps_per_second:.3f} '
+        'of raw)')
   png = os.path.join(settings.workdir, 'learning_curve_jaco.png')
   plotting.plot_imitation_benchmark(
       curve, png, baselines={'stationary arm': stationary, 'demonstrator': demonstrator},

@@ -48,6 +48,9 @@ ITEMS_PER_WRITE = 32
 MAX_IN_FLIGHT_ITEMS = 8
 # Acme's wait for the table signature: a distributed replay may take a while to start.
 _SIGNATURE_TIMEOUT_MS = 300_000
+# How replay stores transitions: 2 is `TransitionLayout` (session 5). Replay checkpoints
+# of an older layout cannot be resumed by this code.
+LAYOUT_VERSION = 2
 
 
 class StoredTransition(NamedTuple):

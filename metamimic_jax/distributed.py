@@ -19,6 +19,7 @@ import jax
 import launchpad as lp
 import numpy as np
 
+from metamimic_jax import adders
 from metamimic_jax import checkpointing
 from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
@@ -78,6 +79,9 @@ def prepare_workdir(settings: ProgramSettings, config: MetaMimicConfig,
   """
   storage.check_writable(settings.workdir)
   check_resumable(settings, config)
+  os.makedirs(checkpoint_directory(settings, ''), exist_ok=True)
+  with open(_replay_layout_path(settings), 'w') as f:
+    json.dump({'version': adders.LAYOUT_VERSION}, f)
   train, _ = demo_sets.prepare(
       make_domain(settings.domain), settings.demo_dir, generate_if_absent=generate_demos,
       num_demos=num_demos, seed=settings.seed)
@@ -463,3 +467,21 @@ def check_resumable(settings: ProgramSettings, config: MetaMimicConfig) -> None:
   fingerprint = checkpointing.fingerprint(settings.domain, config)
   for name in ('learner', 'counter'):
     checkpointing.check_directory(checkpoint_directory(settings, name), fingerprint)
+  replay = checkpoint_directory(settings, 'replay')
+  if os.path.isdir(replay) and os.listdir(replay):
+    try:
+      with open(_replay_layout_path(settings)) as f:
+        version = json.load(f)['version']
+    except (OSError, ValueError, KeyError, TypeError):
+      version = None
+    if version != adders.LAYOUT_VERSION:
+      raise checkpointing.CheckpointError(
+          f'{replay}: its transitions are stored in replay layout '
+          f'{version or "1 or older"}, and this code reads layout '
+          f'{adders.LAYOUT_VERSION}: resume with the code that wrote it, or use a new '
+          '--workdir')
+
+
+def _replay_layout_path(settings: ProgramSettings) -> str:
+  """Where the program records how its replay checkpoints store transitions."""
+  return checkpoint_directory(settings, 'replay_layout.json')

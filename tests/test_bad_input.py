@@ -131,6 +131,14 @@ def _pickled(subdir):
   return setup
 
 
+def _old_replay(demo_dir, workdir):
+  """A replay checkpoint from before replay layouts were recorded."""
+  _write_demos(demo_dir)
+  directory = os.path.join(workdir, 'checkpoints', 'replay', '2026-11-01T00:00:00')
+  os.makedirs(directory)
+  open(os.path.join(directory, 'DONE'), 'w').close()
+
+
 def _file_in_the_way(_, workdir):
   os.makedirs(os.path.dirname(workdir), exist_ok=True)
   open(workdir, 'w').close()
@@ -220,6 +228,9 @@ CASES = [
     *_demo_cases('imitate'),
     *_workdir_and_checkpoint_cases('train', ()),
     *_workdir_and_checkpoint_cases('imitate', ('learner',)),
+    Case('imitate-replay-old-layout', 'imitate', ['--demo_dir={demos}'],
+         '{work}/checkpoints/replay: its transitions are stored in replay layout 1 or '
+         'older, and this code reads layout 2', _old_replay),
 ]
 
 
