@@ -53,8 +53,10 @@ def test_rate_limited_table_blocks_actors_that_run_ahead_of_the_learner():
     assert _wait_until_stable(size) == blocked_size + 3 and actor.is_alive()
     # Sampling as a learner would lets the actor finish. No draw blocks: while the
     # actor waits, the table allows more than max_diff - min_diff - spi more samples.
+    # Once every item is in, no draw is needed (one more could wait forever if the
+    # actor's thread is slow to end).
     deadline = time.time() + 60
-    while actor.is_alive() and time.time() < deadline:
+    while size() < num_steps and time.time() < deadline:
       sample(1)
     actor.join(timeout=10)
     assert not actor.is_alive()
