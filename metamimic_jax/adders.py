@@ -13,7 +13,7 @@ four cost a fraction of one column per leaf.
   - items are created in groups of `items_per_write` (and at an episode's end), then
     the writer waits until at most `max_in_flight_items` are unconfirmed. Acme creates
     and sends every item as soon as its last step arrives, so every step wakes the
-    writer's and the server's threads; in the acting loop that cost ~5x the writing
+    writer's and the server's threads; in the acting loop that cost ~6x the writing
     itself (WORKSPACE_NOTES.md, "Acting loop speed"). Items reach the table up to a
     group later, in the same order;
   - it appends and creates items through the C++ writer under Reverb's Python
