@@ -79,8 +79,9 @@ def prepare_workdir(settings: ProgramSettings, config: MetaMimicConfig,
   """
   storage.check_writable(settings.workdir)
   check_resumable(settings, config)
-  os.makedirs(checkpoint_directory(settings, ''), exist_ok=True)
-  with open(_replay_layout_path(settings), 'w') as f:
+  layout_path = _replay_layout_path(settings)
+  os.makedirs(os.path.dirname(layout_path), exist_ok=True)
+  with open(layout_path, 'w') as f:
     json.dump({'version': adders.LAYOUT_VERSION}, f)
   train, _ = demo_sets.prepare(
       make_domain(settings.domain), settings.demo_dir, generate_if_absent=generate_demos,
