@@ -84,10 +84,12 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   key = jax.random.PRNGKey(settings.seed)
   learner_key, actor_key, imitation_key, task_key = jax.random.split(key, 4)
 
+  # Children sync at once (time_delta=0): the loop's budget, the evaluations and the
+  # checkpoints read exact counts, not ones up to a second old.
   counter = counting.Counter()
   learner = builder.make_learner(
       learner_key, networks, builder.make_dataset_iterator(address, spec), spec,
-      counter=counting.Counter(counter, 'learner'),
+      counter=counting.Counter(counter, 'learner', time_delta=0.),
       logger=loggers.make_logger(settings.workdir, 'learner'))
   actor = builder.make_actor(actor_key, networks, spec, learner,
                              adder=builder.make_adder(reverb.Client(address), spec),
@@ -100,7 +102,7 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
                         adders.ITEMS_PER_WRITE),
       observations_per_step=config.batch_size / config.samples_per_insert)
   loop = environment_loop.EnvironmentLoop(
-      environment, agent, counter=counting.Counter(counter, 'actor'),
+      environment, agent, counter=counting.Counter(counter, 'actor', time_delta=0.),
       logger=loggers.make_logger(settings.workdir, 'actor'))
 
   task_evaluator = builder.make_actor(task_key, networks, spec, learner, policy='task',
