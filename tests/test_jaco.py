@@ -214,3 +214,18 @@ def test_captured_state_holds_the_fixed_brick_pose(domain):
   np.testing.assert_array_equal(other.physics.bind(frame).xpos,
                                 first.physics.bind(frame).xpos)
   assert timestep.first()
+
+
+def test_restoring_skips_the_random_set_up_it_replaces(domain):
+  # The set-up (brick placement and settling, inverse kinematics) draws from the
+  # environment's random stream; a restore overwrites its result, so it must not run:
+  # after restores, the next plain reset is the one an untouched twin makes.
+  environment, twin = domain.make_environment(seed=3), domain.make_environment(seed=3)
+  first = environment.reset().observation['brick1_pos']
+  twin.reset()
+  state = domain.capture_state(environment)
+  for _ in range(2):
+    domain.restore_state(environment, state)
+  fresh = environment.reset().observation['brick1_pos']
+  np.testing.assert_array_equal(fresh, twin.reset().observation['brick1_pos'])
+  assert not np.array_equal(fresh, first)  # A new episode, not the restored one.
