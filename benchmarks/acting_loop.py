@@ -9,6 +9,8 @@ unless stated:
   + policy   Acme's EnvironmentLoop with the actor (default networks, exploration noise),
              no adder;
   + adder    the same with the builder's adder writing to a local Reverb server.
+It also prints the CPU milliseconds of a reset of the raw and the demo env (a demo env
+restores a demo's first state).
 The actor refreshes its parameters every `--variable_update_period` steps from a source
 serving host arrays, as the learner does. With `--action_repeat` k the demo env, policy
 and adder act once every k frames (as the cpu_small preset does on Jaco); rates are
@@ -113,6 +115,15 @@ def _zero_action_loop(environment, action):
   return run_for
 
 
+def _reset_milliseconds(environment, resets: int = 10) -> float:
+  """CPU milliseconds (all threads) a reset takes, after a first one."""
+  environment.reset()
+  start = time.process_time()
+  for _ in range(resets):
+    environment.reset()
+  return 1e3 * (time.process_time() - start) / resets
+
+
 def _actor_loop(environment, actor):
   loop = environment_loop.EnvironmentLoop(environment, actor,
                                           logger=loggers.NoOpLogger())
@@ -150,6 +161,8 @@ def measure(domain_name: str):
       '+ adder': _actor_loop(builder.make_demo_environment(demos, seed=2),
                              actor(builder.make_adder(client, spec))),
   }
+  resets = {'raw': _reset_milliseconds(domain.make_environment(0)),
+            'demo env': _reset_milliseconds(demo_environment)}
   for run_for in stages.values():  # Compile and warm up.
     run_for(time.time() + 0.2)
   best = {name: (0.0, 0.0) for name in stages}
@@ -158,7 +171,7 @@ def measure(domain_name: str):
       wall, cpu = _steps_per_second(run_for)
       best[name] = (max(best[name][0], wall), max(best[name][1], cpu))
   server.stop()
-  return best
+  return best, resets
 
 
 def main(argv):
@@ -170,12 +183,13 @@ def main(argv):
         f'variable_update_period {_UPDATE_PERIOD.value}; action_repeat '
         f'{_ACTION_REPEAT.value}; cores: {os.cpu_count()}')
   for domain_name in _DOMAINS.value:
-    best = measure(domain_name)
+    best, resets = measure(domain_name)
     raw_wall, raw_cpu = best['raw']
     print(f'{domain_name}:{"wall frames/s":>23}{"CPU frames/s":>24}')
     for name, (wall, cpu) in best.items():
       print(f'  {name:<9} {wall:>8.0f} {wall / raw_wall:>5.2f}x raw   '
             f'{cpu:>8.0f} {cpu / raw_cpu:>5.2f}x raw', flush=True)
+    print('  reset CPU ms: ' + ', '.join(f'{name} {ms:.2f}' for name, ms in resets.items()))
 
 
 if __name__ == '__main__':
