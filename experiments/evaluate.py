@@ -11,7 +11,10 @@ demonstrators on the same fresh seeds. Writes to --output_dir (default
 <workdir>/evaluation): evaluation.json, imitations.csv (one row a demo), PNG plots
 (reward and tracking errors per step, trajectory overlay), and for the best, the median
 and the worst imitation an MP4 (demonstration left, imitation right, the per-step
-imitation reward under them) and a PNG strip of its frames. Everything is written to a
+imitation reward under them) and a PNG strip of its frames (`--novideos`: none). It
+also says where the tracking errors sit: their means in each tenth of the demos, and
+against the demos shifted by a few frames (a lagging imitation scores best at a
+negative shift, a biased one at none). Everything is written to a
 temporary directory beside the output and renamed into place at the end.
 """
 
@@ -60,7 +63,13 @@ _VIDEO_SIZE = flags.DEFINE_integer('video_size', 64, 'Height and width of each v
 _STRIP_FRAMES = flags.DEFINE_integer('strip_frames', 6, 'Frames in each PNG strip.',
                                      lower_bound=2)
 
+_VIDEOS = flags.DEFINE_bool('videos', True, 'Render the MP4s and PNG strips (slow on a '
+                             'CPU: Jaco renders ~5 frames/s).')
+
 _VIDEO_RANKS = ('best', 'median', 'worst')
+# Where the tracking error sits: tenths of the demos, and the demo shifted by some frames.
+_NUM_PHASES = 10
+_FRAME_OFFSETS = (-16, -8, -4, -2, 0, 2, 4, 8)
 EVALUATION_FILE = 'evaluation.json'
 
 
@@ -172,6 +181,12 @@ def evaluate(workdir: str, demos_path: str, output_dir: str) -> dict:
         'domain': run.domain.name,
         'demos': os.path.abspath(demos_path),
         'imitation': evaluation.summarize_imitations(imitations),
+        'imitation_errors_by_phase': {
+            name: errors.tolist() for name, errors in
+            evaluation.errors_by_phase(imitations, _NUM_PHASES).items()},
+        'imitation_errors_by_frame_offset': {
+            str(offset): errors for offset, errors in evaluation.errors_by_frame_offset(
+                imitations, environment, _FRAME_OFFSETS).items()},
         'imitation_per_demo': [
             {'demo': i.demo_index, 'seed': demos[i.demo_index].seed, 'reward': i.reward}
             for i in imitations],
@@ -183,7 +198,7 @@ def evaluate(workdir: str, demos_path: str, output_dir: str) -> dict:
                           'steps_to_success_by_seed': demonstrator},
         'videos': {rank: {'demo': i.demo_index, 'reward': i.reward,
                           'video': f'{rank}.mp4', 'strip': f'{rank}_strip.png'}
-                   for rank, i in ranked.items()},
+                   for rank, i in (ranked.items() if _VIDEOS.value else ())},
     }
     _write_csv(os.path.join(staging, 'imitations.csv'), imitations, environment)
     plotting.plot_imitation_steps(imitations, os.path.join(staging, 'per_step.png'))
@@ -191,8 +206,9 @@ def evaluate(workdir: str, demos_path: str, output_dir: str) -> dict:
                                      os.path.join(staging, 'trajectories.png'))
     size = 2 * (_VIDEO_SIZE.value // 2)
     frames_total = sum(2 * demos[i.demo_index].length for i in ranked.values())
-    with tqdm.tqdm(total=frames_total, desc='rendering videos', unit='frame') as progress:
-      for rank, imitation in ranked.items():
+    with tqdm.tqdm(total=frames_total, desc='rendering videos', unit='frame',
+                   disable=not _VIDEOS.value) as progress:
+      for rank, imitation in (ranked.items() if _VIDEOS.value else ()):
         index = imitation.demo_index
         demo_frames = videos.rendered_episode(
             environment, index, videos.demonstrator_policy(environment, index), size,
@@ -222,6 +238,11 @@ def main(argv):
   except (checkpointing.CheckpointError, demonstrations.DemonstrationError,
           OutputError) as e:
     sys.exit('error: ' + '; '.join(line.strip() for line in str(e).splitlines()))
+  for name, errors in report['imitation_errors_by_phase'].items():
+    print(f'{name} by tenth of the demos: ' + ' '.join(f'{e:.2f}' for e in errors))
+    print(f'{name} against the demo shifted by frames: ' + ', '.join(
+        f'{offset} {e[name]:.2f}'
+        for offset, e in report['imitation_errors_by_frame_offset'].items()))
   imitation, task = report['imitation'], report['task_policy']
   print(f"imitation reward {imitation['imitation_reward']:.3f} over "
         f"{len(report['imitation_per_demo'])} demos; task policy success "

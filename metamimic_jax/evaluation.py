@@ -55,6 +55,7 @@ class Imitation:
   imitation_rewards: np.ndarray  # [S]
   task_rewards: np.ndarray  # [S]
   tracking_errors: Dict[str, np.ndarray]  # The domain's errors, name -> [S].
+  frame_indices: np.ndarray  # [S] the demo frame each step ends at (and is compared to).
   # The imitation's raw feature observations, [S + 1, ...] (images left out: memory).
   observations: Dict[str, np.ndarray]
 
@@ -72,15 +73,16 @@ def imitate(actor: core.Actor, environment: base.DemoConditionedEnvironment,
   frames = environment.demonstration.observations
   observations = [ts.observation[keys.OBSERVATION] for ts in timesteps]
   # Step i ends at frame i k (k = action_repeat), or at the demonstration's end.
-  last = environment.demonstration.length - 1
-  errors = [environment.domain.tracking_errors(
-      o, {k: v[min(i * environment.action_repeat, last)] for k, v in frames.items()})
-            for i, o in enumerate(observations[1:], start=1)]
+  frame_indices = np.minimum(np.arange(1, len(observations)) * environment.action_repeat,
+                             environment.demonstration.length - 1)
+  errors = [environment.domain.tracking_errors(o, {k: v[f] for k, v in frames.items()})
+            for o, f in zip(observations[1:], frame_indices)]
   return Imitation(
       demo_index=index,
       imitation_rewards=np.array([ts.reward[keys.IMITATION] for ts in timesteps[1:]]),
       task_rewards=np.array([ts.reward[keys.TASK] for ts in timesteps[1:]]),
       tracking_errors={name: np.array([e[name] for e in errors]) for name in errors[0]},
+      frame_indices=frame_indices,
       observations={k: np.stack([o[k] for o in observations])
                     for k, v in observations[0].items() if v.dtype != np.uint8})
 
@@ -103,6 +105,46 @@ def summarize_imitations(imitations: Sequence[Imitation]) -> Dict[str, float]:
       'imitation_final_task_success': float(np.mean(
           [imitation.task_rewards[-1] > 0 for imitation in imitations])),
   }
+
+
+def errors_by_phase(imitations: Sequence[Imitation],
+                    num_phases: int = 10) -> Dict[str, np.ndarray]:
+  """Each tracking error's mean over the steps of all imitations in each of `num_phases`
+  equal stretches of their demos (by the demo frame a step ends at): where in a demo
+  the error sits, e.g. before or after a grasp."""
+  phases = np.concatenate([
+      np.minimum(num_phases * i.frame_indices // i.frame_indices[-1], num_phases - 1)
+      for i in imitations])
+  if len(set(phases)) < num_phases:
+    raise ValueError(f'the imitations have fewer steps than {num_phases} phases')
+  by_phase = {}
+  for name in imitations[0].tracking_errors:
+    errors = np.concatenate([i.tracking_errors[name] for i in imitations])
+    by_phase[name] = np.array([errors[phases == p].mean() for p in range(num_phases)])
+  return by_phase
+
+
+def errors_by_frame_offset(imitations: Sequence[Imitation],
+                           environment: base.DemoConditionedEnvironment,
+                           offsets: Sequence[int]) -> Dict[int, Dict[str, float]]:
+  """Each tracking error (mean over steps, then imitations) with every step compared to
+  the demo frame `offset` frames from its own (clipped to the demo): an imitation that
+  lags the demo scores best at a negative offset, one that is off by a bias at 0."""
+  result = {}
+  for offset in offsets:
+    per_imitation = []
+    for imitation in imitations:
+      demo = environment.demonstrations[imitation.demo_index]
+      frames = demo.observations
+      shifted = np.clip(imitation.frame_indices + offset, 0, demo.length - 1)
+      errors = [environment.domain.tracking_errors(
+          {k: v[step] for k, v in imitation.observations.items()},
+          {k: v[f] for k, v in frames.items()})
+                for step, f in enumerate(shifted, start=1)]
+      per_imitation.append({name: np.mean([e[name] for e in errors]) for name in errors[0]})
+    result[offset] = {name: float(np.mean([e[name] for e in per_imitation]))
+                      for name in per_imitation[0]}
+  return result
 
 
 def evaluate_imitation(actor: core.Actor,

@@ -70,6 +70,23 @@ def test_evaluates_a_checkpoint_end_to_end(run_dir, tmp_path):
     assert os.path.getsize(output / f'{rank}_strip.png') > 100
   for png in ('per_step.png', 'trajectories.png'):
     assert os.path.getsize(output / png) > 1000
+  # Where the error sits: tenths of the demos, and the demos shifted; unshifted, the
+  # error is the summary's.
+  assert len(report['imitation_errors_by_phase']['position_error_cm']) == 10
+  by_offset = report['imitation_errors_by_frame_offset']
+  assert by_offset['0']['position_error_cm'] == pytest.approx(
+      report['imitation']['position_error_cm'])
+  assert 'position_error_cm by tenth of the demos:' in result.stdout
+
+
+def test_without_videos_renders_nothing(run_dir, tmp_path):
+  output = tmp_path / 'out'
+  result = _evaluate(f'--workdir={run_dir}', f'--demos={run_dir}/demos/held_out.h5',
+                     f'--output_dir={output}', '--num_task_episodes=1', '--novideos')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads((output / 'evaluation.json').read_text())['videos'] == {}
+  assert not [f for f in os.listdir(output) if f.endswith(('.mp4', '_strip.png'))]
+  assert (output / 'per_step.png').exists()
 
 
 def _one_line_error(result, *names):

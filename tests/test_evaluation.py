@@ -1,5 +1,7 @@
 """Evaluation metrics: tracking errors in physical units on hand-made trajectories."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -90,6 +92,7 @@ def _imitation(index, imitation_rewards, task_rewards, errors):
       demo_index=index, imitation_rewards=np.asarray(imitation_rewards),
       task_rewards=np.asarray(task_rewards, np.float32),
       tracking_errors={'position_error_cm': np.asarray(errors)},
+      frame_indices=np.arange(1, steps + 1),
       observations={'position': np.zeros((steps + 1, 2))})
 
 
@@ -106,6 +109,36 @@ def test_summary_of_hand_made_imitations():
   assert summary['imitation_task_return'] == pytest.approx(2 / 3)
   assert summary['imitation_task_success'] == pytest.approx(2 / 3)
   assert summary['imitation_final_task_success'] == pytest.approx(1 / 3)
+
+
+def test_errors_by_phase_of_hand_made_imitations():
+  early = dataclasses.replace(_imitation(0, [0] * 4, [0] * 4, [1.0, 2.0, 3.0, 4.0]),
+                              frame_indices=np.array([1, 2, 3, 4]))
+  late = dataclasses.replace(_imitation(1, [0] * 2, [0] * 2, [10.0, 20.0]),
+                             frame_indices=np.array([2, 4]))
+  # Halves of each demo: frame 1 of 4 is in the first; 2, 3 and 4 of 4 in the second.
+  by_phase = evaluation.errors_by_phase([early, late], num_phases=2)
+  np.testing.assert_allclose(by_phase['position_error_cm'], [1.0, (2 + 3 + 4 + 10 + 20) / 5])
+  with pytest.raises(ValueError, match='fewer steps than 10 phases'):
+    evaluation.errors_by_phase([early, late])
+
+
+def test_errors_by_frame_offset_find_a_lag_and_agree_with_the_summary():
+  _, environment, _ = helpers.point_mass_setup(num_demos=2)
+  imitation = evaluation.imitate(evaluation.ConstantActor(np.array([0.5, -0.5])),
+                                 environment, 1)
+  by_offset = evaluation.errors_by_frame_offset([imitation], environment, [0])
+  assert by_offset[0]['position_error_cm'] == pytest.approx(
+      evaluation.summarize_imitations([imitation])['position_error_cm'])
+  # An imitation that is the demo two frames late.
+  demo = environment.demonstrations[1].observations['position']
+  steps = len(imitation.frame_indices)
+  late = dataclasses.replace(imitation, observations={
+      'position': demo[np.clip(np.arange(steps + 1) - 2, 0, None)]})
+  errors = {offset: e['position_error_cm'] for offset, e in
+            evaluation.errors_by_frame_offset([late], environment, [-4, -2, 0]).items()}
+  assert errors[-2] == pytest.approx(0.0, abs=1e-6)
+  assert errors[-4] > 0 and errors[0] > 0
 
 
 def test_steps_to_success_and_task_summary():
