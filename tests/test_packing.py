@@ -43,3 +43,15 @@ def test_unpack_restores_a_batch_of_observations(jit):
   jax.tree.map(np.testing.assert_array_equal, unpacked, expected)
   jax.tree.map(lambda got, want: np.testing.assert_equal(got.dtype, want.dtype),
                unpacked, expected)
+
+
+def test_pack_casts_other_dtypes_and_takes_images_alone():
+  spec = {'i': specs.Array((2,), np.int32), 'd': specs.Array((), np.float64)}
+  features, = packing.ObservationPacker(spec).pack(
+      {'i': np.array([7, -1], np.int32), 'd': np.float64(0.5)})
+  np.testing.assert_array_equal(features, [0.5, 7, -1])
+  assert features.dtype == np.float32
+  features, pixels = packing.ObservationPacker(
+      {'pixels': specs.Array((2, 2, 1), np.uint8)}).pack({'pixels': np.ones((2, 2, 1),
+                                                                            np.uint8)})
+  assert features.shape == (0,) and features.dtype == np.float32 and pixels.sum() == 4
