@@ -175,6 +175,7 @@ def evaluate(workdir: str, demos_path: str, output_dir: str) -> dict:
       demonstrator = baselines.demonstrator_task_by_seed(run.domain, seeds)
       progress.update(len(seeds))
     ranked = _rank(imitations)
+    rendered = ranked if _VIDEOS.value else {}
     report = {
         'workdir': os.path.abspath(workdir),
         'checkpoint_directory': os.path.abspath(run.checkpoint_directory),
@@ -198,17 +199,17 @@ def evaluate(workdir: str, demos_path: str, output_dir: str) -> dict:
                           'steps_to_success_by_seed': demonstrator},
         'videos': {rank: {'demo': i.demo_index, 'reward': i.reward,
                           'video': f'{rank}.mp4', 'strip': f'{rank}_strip.png'}
-                   for rank, i in (ranked.items() if _VIDEOS.value else ())},
+                   for rank, i in rendered.items()},
     }
     _write_csv(os.path.join(staging, 'imitations.csv'), imitations, environment)
     plotting.plot_imitation_steps(imitations, os.path.join(staging, 'per_step.png'))
     plotting.plot_trajectory_overlay(ranked, environment, run.domain.trajectory_key,
                                      os.path.join(staging, 'trajectories.png'))
     size = 2 * (_VIDEO_SIZE.value // 2)
-    frames_total = sum(2 * demos[i.demo_index].length for i in ranked.values())
+    frames_total = sum(2 * demos[i.demo_index].length for i in rendered.values())
     with tqdm.tqdm(total=frames_total, desc='rendering videos', unit='frame',
-                   disable=not _VIDEOS.value) as progress:
-      for rank, imitation in (ranked.items() if _VIDEOS.value else ()):
+                   disable=not rendered) as progress:
+      for rank, imitation in rendered.items():
         index = imitation.demo_index
         demo_frames = videos.rendered_episode(
             environment, index, videos.demonstrator_policy(environment, index), size,

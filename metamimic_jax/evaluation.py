@@ -7,6 +7,7 @@ from acme import core
 import dm_env
 import numpy as np
 
+from metamimic_jax import demonstrations
 from metamimic_jax import keys
 from metamimic_jax.environments import base
 
@@ -70,21 +71,31 @@ def imitate(actor: core.Actor, environment: base.DemoConditionedEnvironment,
   """Imitates demonstration `index` once (no noise unless the actor adds it)."""
   environment.select_demonstration(index)
   timesteps = base.run_episode(environment, actor_policy(actor))
-  frames = environment.demonstration.observations
   observations = [ts.observation[keys.OBSERVATION] for ts in timesteps]
+  features = {k: np.stack([o[k] for o in observations])
+              for k, v in observations[0].items() if v.dtype != np.uint8}
   # Step i ends at frame i k (k = action_repeat), or at the demonstration's end.
   frame_indices = np.minimum(np.arange(1, len(observations)) * environment.action_repeat,
                              environment.demonstration.length - 1)
-  errors = [environment.domain.tracking_errors(o, {k: v[f] for k, v in frames.items()})
-            for o, f in zip(observations[1:], frame_indices)]
   return Imitation(
       demo_index=index,
       imitation_rewards=np.array([ts.reward[keys.IMITATION] for ts in timesteps[1:]]),
       task_rewards=np.array([ts.reward[keys.TASK] for ts in timesteps[1:]]),
-      tracking_errors={name: np.array([e[name] for e in errors]) for name in errors[0]},
+      tracking_errors=_tracking_errors(environment.domain, features,
+                                       environment.demonstration, frame_indices),
       frame_indices=frame_indices,
-      observations={k: np.stack([o[k] for o in observations])
-                    for k, v in observations[0].items() if v.dtype != np.uint8})
+      observations=features)
+
+
+def _tracking_errors(domain: base.Domain, observations: Dict[str, np.ndarray],
+                     demo: demonstrations.Demonstration,
+                     frame_indices: np.ndarray) -> Dict[str, np.ndarray]:
+  """The domain's errors of observations[s] (features, [S + 1, ...]) against demo frame
+  frame_indices[s - 1], for steps s = 1 .. S: name -> [S]."""
+  errors = [domain.tracking_errors({k: v[step] for k, v in observations.items()},
+                                   {k: v[f] for k, v in demo.observations.items()})
+            for step, f in enumerate(frame_indices, start=1)]
+  return {name: np.array([e[name] for e in errors]) for name in errors[0]}
 
 
 def summarize_imitations(imitations: Sequence[Imitation]) -> Dict[str, float]:
@@ -135,14 +146,10 @@ def errors_by_frame_offset(imitations: Sequence[Imitation],
     per_imitation = []
     for imitation in imitations:
       demo = environment.demonstrations[imitation.demo_index]
-      frames = demo.observations
       shifted = np.clip(imitation.frame_indices + offset, 0, demo.length - 1)
-      errors = [environment.domain.tracking_errors(
-          {k: v[step] for k, v in imitation.observations.items()},
-          {k: v[f] for k, v in frames.items()})
-                for step, f in enumerate(shifted, start=1)]
-      per_imitation.append({name: np.mean([e[name] for e in errors]) for name in errors[0]})
-    result[offset] = {name: float(np.mean([e[name] for e in per_imitation]))
+      per_imitation.append(_tracking_errors(environment.domain, imitation.observations,
+                                            demo, shifted))
+    result[offset] = {name: float(np.mean([np.mean(e[name]) for e in per_imitation]))
                       for name in per_imitation[0]}
   return result
 

@@ -102,8 +102,8 @@ class StackTask(bricks.Stack):
         control_timestep=CONTROL_TIMESTEP)
     self._brick_ids = None
     self._hand_ids = None
-    # Set while an environment restores a captured state, which overwrites the set-up.
-    self.skip_episode_set_up = False
+    # A captured state the next reset starts from, set while an environment restores it.
+    self.pending_state: Optional[Mapping[str, np.ndarray]] = None
 
   @property
   def bricks(self):
@@ -139,8 +139,8 @@ class StackTask(bricks.Stack):
 
   def initialize_episode(self, physics, random_state):
     """The Stack's random set-up (placing the bricks, settling them, inverse kinematics
-    for the arm: most of a reset's cost), unless a restored state will replace it."""
-    if not self.skip_episode_set_up:
+    for the arm: most of a reset's cost), unless a pending state will replace it."""
+    if self.pending_state is None:
       super().initialize_episode(physics, random_state)
 
   def get_reward(self, physics):
@@ -163,7 +163,6 @@ class JacoStackEnvironment(dm_env.Environment):
     self._environment.add_extra_hook('initialize_episode', self._apply_pending_state)
     self._vision = vision
     self._image_size = image_size
-    self._pending_state: Optional[Mapping[str, np.ndarray]] = None
     self._environment.reset()
     self._spec = {k: specs.Array(v.shape, v.dtype, k)
                   for k, v in self._observation().items()}
@@ -199,27 +198,27 @@ class JacoStackEnvironment(dm_env.Environment):
 
   def restore_state(self, state: Mapping[str, np.ndarray]) -> dm_env.TimeStep:
     """Starts an episode at a captured state; returns its first timestep."""
-    self._pending_state = state
-    self._task.skip_episode_set_up = True
+    self._task.pending_state = state
     try:
       return self.reset()
     finally:
-      self._pending_state = None
-      self._task.skip_episode_set_up = False
+      self._task.pending_state = None
 
   def _apply_pending_state(self, physics, random_state) -> None:
-    """Runs inside the composer's reset context, after the task's set-up."""
+    """Runs inside the composer's reset context, after the task's and the entities'
+    set-up."""
     del random_state
-    if self._pending_state is None:
+    state = self._task.pending_state
+    if state is None:
       return
     model, data = physics.model.ptr, physics.data.ptr
-    physics_state = np.asarray(self._pending_state['physics'], np.float64)
+    physics_state = np.asarray(state['physics'], np.float64)
     expected = mujoco.mj_stateSize(model, _STATE_SPEC)
     if physics_state.shape != (expected,):
       raise ValueError(f'physics state has shape {physics_state.shape}, this '
                        f'environment needs ({expected},)')
-    model.body_pos[:] = self._pending_state['body_pos']
-    model.body_quat[:] = self._pending_state['body_quat']
+    model.body_pos[:] = state['body_pos']
+    model.body_quat[:] = state['body_quat']
     mujoco.mj_setState(model, data, physics_state, _STATE_SPEC)
 
   def seated_bricks(self) -> np.ndarray:
