@@ -48,7 +48,9 @@ class MetaMimicActor(core.Actor):
   """Acts with a policy whose parameters come from a VariableClient.
 
   The action is the deterministic policy's plus Gaussian noise of `sigma` half-ranges,
-  clipped to the action spec (`sigma=0` gives the evaluation policy). The goal (the
+  clipped to the action spec (`sigma=0` gives the evaluation policy). Given
+  `min_sigma`, each episode instead explores with a sigma drawn log-uniformly from
+  [min_sigma, sigma] when it starts (`observe_first`). The goal (the
   demonstration's next frames) is part of the observation the demo-conditioned
   environment emits, so the same actor serves the imitation policy (which reads it) and
   the task policy (which ignores it). Transitions, carrying both the imitation and the
@@ -58,15 +60,15 @@ class MetaMimicActor(core.Actor):
   def __init__(self, networks: ActorCriticNetworks,
                environment_spec: specs.EnvironmentSpec, sigma: float,
                random_key: jax.Array, variable_client: jax_utils.VariableClient,
-               adder: adders.Adder = None):
+               adder: adders.Adder = None, min_sigma: Optional[float] = None):
     self._packer = packing.ObservationPacker(environment_spec.observations)
     self._policy = make_policy(networks, self._packer)
     action_spec = environment_spec.actions
     self._minimum = np.asarray(action_spec.minimum, np.float32)
     self._maximum = np.asarray(action_spec.maximum, np.float32)
-    self._noise_scale = np.float32(sigma * 0.5) * (self._maximum - self._minimum)
-    self._sigma = sigma
     self._rng = np.random.default_rng(np.asarray(jax.random.key_data(random_key)))
+    self._sigma_range = None if min_sigma is None else (min_sigma, sigma)
+    self._set_sigma(sigma)
     self._variable_client = variable_client
     self._adder = adder
     self._adder_takes_packed = (isinstance(adder, adders_lib.NStepTransitionAdder) and
@@ -86,7 +88,18 @@ class MetaMimicActor(core.Actor):
       action = np.clip(action + noise, self._minimum, self._maximum)
     return action
 
+  @property
+  def sigma(self) -> float:
+    """The current episode's exploration noise, in half-ranges."""
+    return self._sigma
+
+  def _set_sigma(self, sigma: float) -> None:
+    self._sigma = sigma
+    self._noise_scale = np.float32(sigma * 0.5) * (self._maximum - self._minimum)
+
   def observe_first(self, timestep: dm_env.TimeStep) -> None:
+    if self._sigma_range is not None:
+      self._set_sigma(float(np.exp(self._rng.uniform(*np.log(self._sigma_range)))))
     if self._adder_takes_packed:
       self._adder.add_first(timestep, packed_observation=self._pack(timestep))
     elif self._adder:

@@ -172,7 +172,11 @@ class MetaMimicBuilder:
                  sigma: Optional[float] = None,
                  variable_update_period: int = 1,
                  asynchronous_variables: bool = False) -> acting.MetaMimicActor:
-    """An actor for the 'imitation' or 'task' policy; sigma=0 for evaluation."""
+    """An actor for the 'imitation' or 'task' policy; sigma=0 for evaluation.
+
+    Without `sigma`, the actor explores as the config says (`sigma`, and per episode
+    down to `episode_min_sigma` if set); a given `sigma` is used for every step.
+    """
     if policy not in ('imitation', 'task'):
       raise ValueError(f"policy must be 'imitation' or 'task', got {policy!r}")
     agent_networks = getattr(networks, policy)
@@ -185,6 +189,9 @@ class MetaMimicBuilder:
     if policy == 'task':  # The task policy reads (and packs) only the observation.
       environment_spec = environment_spec._replace(observations={
           keys.OBSERVATION: environment_spec.observations[keys.OBSERVATION]})
-    return acting.MetaMimicActor(
-        agent_networks, environment_spec, self._config.sigma if sigma is None else sigma,
-        random_key, client, adder)
+    if sigma is None:
+      sigma, min_sigma = self._config.sigma, self._config.episode_min_sigma
+    else:
+      min_sigma = None
+    return acting.MetaMimicActor(agent_networks, environment_spec, sigma, random_key,
+                                 client, adder, min_sigma=min_sigma)

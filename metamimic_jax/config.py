@@ -77,6 +77,10 @@ class MetaMimicConfig:
 
   # Acting.
   sigma: float = 0.3  # Gaussian exploration noise, in units of the action range / 2.
+  # Set: each episode explores with a sigma drawn log-uniformly from
+  # [episode_min_sigma, sigma], so replay holds states near the demonstrations (small
+  # sigma) as well as actions whose effect the critic can measure (large sigma).
+  episode_min_sigma: Optional[float] = None
 
   # Networks.
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
@@ -114,6 +118,9 @@ class MetaMimicConfig:
     if not 0 <= self.discount < 1:
       raise ValueError(f'discount must lie in [0, 1), got {self.discount} (episodes '
                        'bootstrap at their time limits, so returns need discounting)')
+    if self.episode_min_sigma is not None and not 0 < self.episode_min_sigma <= self.sigma:
+      raise ValueError(f'episode_min_sigma must lie in (0, sigma {self.sigma:g}], got '
+                       f'{self.episode_min_sigma:g}')
     if self.vmax is not None and self.vmax <= self.vmin:
       raise ValueError(f'vmax ({self.vmax}) must exceed vmin ({self.vmin})')
     if self.vmax is not None and self.vmax < self.max_return * (1 - 1e-6):

@@ -7,7 +7,7 @@ import json
 import os
 import threading
 import time
-from typing import Callable, Collection, Dict, Sequence
+from typing import Callable, Collection, Dict, Optional, Sequence
 
 from absl import logging
 from acme import core
@@ -42,7 +42,7 @@ class ProgramSettings:
   num_actors: int = 2
   max_actor_steps: int = 1_000_000
   min_sigma: float = 0.1  # Actor i explores with a sigma spaced geometrically
-  max_sigma: float = 0.4  # between these (a single actor uses the config's).
+  max_sigma: float = 0.4  # between these (a single actor explores as the config says).
   eval_every_seconds: float = 60.0  # Evaluations are at least this far apart ...
   eval_every_learner_steps: int = 1000  # ... and this many learner steps.
   full_eval_every: int = 5  # Every n-th evaluation (and the last) is full ...
@@ -53,9 +53,10 @@ class ProgramSettings:
   first_checkpoint_seconds: float = 60.0  # ... the first this early, if sooner.
   seed: int = 0
 
-  def actor_sigma(self, actor_id: int, config: MetaMimicConfig) -> float:
+  def actor_sigma(self, actor_id: int) -> Optional[float]:
+    """Actor `actor_id`'s fixed sigma; None: the config's exploration."""
     if self.num_actors == 1:
-      return config.sigma
+      return None
     return float(np.geomspace(self.min_sigma, self.max_sigma, self.num_actors)[actor_id])
 
 
@@ -244,7 +245,7 @@ class ActorNode:
     actor = parts.builder.make_actor(
         jax.random.PRNGKey(seed), parts.networks, parts.spec, learner,
         adder=parts.builder.make_adder(replay, parts.spec),
-        sigma=settings.actor_sigma(actor_id, config), variable_update_period=100,
+        sigma=settings.actor_sigma(actor_id), variable_update_period=100,
         asynchronous_variables=True)
     self._loop = environment_loop.EnvironmentLoop(
         # Every episode's steps reach the program's counter at once (time_delta 0): an

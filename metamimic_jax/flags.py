@@ -31,6 +31,9 @@ _FIELD_FLAGS = {
         'min_replay_size', None, 'Transitions in replay before learning.', lower_bound=1),
     'sigma': flags.DEFINE_float('sigma', None, 'Gaussian exploration noise '
                                 '(half-ranges).', lower_bound=0),
+    'episode_min_sigma': flags.DEFINE_float(
+        'episode_min_sigma', None, 'If set, each episode draws its sigma log-uniformly '
+        'from [episode_min_sigma, sigma].', lower_bound=0),
     'n_step': flags.DEFINE_integer('n_step', None, 'n of the n-step returns.',
                                    lower_bound=1),
     'discount': flags.DEFINE_float('discount', None, 'Discount, in [0, 1).',

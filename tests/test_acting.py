@@ -117,6 +117,44 @@ def test_exploration_noise_and_evaluation_policy(replay):
     builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, policy='other')
 
 
+def test_each_episode_draws_its_sigma_from_the_configured_range(replay):
+  """With episode_min_sigma, an episode's noise has the sigma drawn at its start."""
+  _, environment, spec, _ = replay
+  config = dataclasses.replace(helpers.TINY_CONFIG, sigma=0.8, episode_min_sigma=0.05)
+  builder, _, _ = helpers.point_mass_setup(config)
+  networks = builder.make_networks(spec)
+  source = _Params(networks, spec)
+  actor = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source)
+  greedy = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, sigma=0)
+  timestep = environment.reset()
+  clean = greedy.select_action(timestep.observation)
+  sigmas, spreads = [], []
+  for _ in range(200):
+    actor.observe_first(timestep)
+    actions = np.stack([actor.select_action(timestep.observation) for _ in range(50)])
+    sigmas.append(actor.sigma)
+    # Noise well inside the bounds: its std in half-ranges is the episode's sigma.
+    inside = np.abs(actions) < 0.999
+    spreads.append(np.sqrt(np.mean(np.where(inside, actions - clean, 0) ** 2) /
+                           np.mean(inside)))
+  sigmas = np.array(sigmas)
+  assert np.all((sigmas >= 0.05) & (sigmas <= 0.8))
+  # Log-uniform: log(sigma) is uniform on [log 0.05, log 0.8], so its quartiles split
+  # that interval evenly (a uniform draw would put most sigmas above 0.4).
+  quartiles = np.quantile(np.log(sigmas), [0.25, 0.5, 0.75])
+  np.testing.assert_allclose(quartiles, np.log(0.05) + np.log(16) * np.array(
+      [0.25, 0.5, 0.75]), atol=0.25)
+  small = sigmas < 0.15
+  assert np.all(np.abs(np.array(spreads)[small] / sigmas[small] - 1) < 0.3)
+  # A sigma given to the builder is used for every episode (evaluation, actor ladders).
+  fixed = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, sigma=0.3)
+  for _ in range(3):
+    fixed.observe_first(timestep)
+    assert fixed.sigma == 0.3
+  with pytest.raises(ValueError, match=r'episode_min_sigma must lie in \(0, sigma 0.3\]'):
+    dataclasses.replace(helpers.TINY_CONFIG, sigma=0.3, episode_min_sigma=0.5)
+
+
 def test_task_actor_acts_on_task_and_demo_observations(replay):
   """The task policy reads only the observation, in either environment."""
   builder, environment, spec, _ = replay
