@@ -202,11 +202,19 @@ def read(path: str) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
   return manifest, arrays
 
 
+# A config field added after a checkpoint was made reads there as its default.
+_CONFIG_DEFAULTS = {field.name: repr(field.default)
+                    for field in dataclasses.fields(MetaMimicConfig)}
+
+
 def check_fingerprint(path: str, manifest: Mapping[str, Any],
                       fingerprint: Mapping[str, str]) -> None:
   """Raises CheckpointError, naming the differences, unless the fingerprints match."""
   found = manifest['fingerprint']
-  differences = [f'  {key}: checkpoint {found.get(key)}, requested {fingerprint.get(key)}'
+  found = {**{key: _CONFIG_DEFAULTS[key] for key in fingerprint
+              if key in _CONFIG_DEFAULTS and key not in found}, **found}
+  differences = [f'  {key}: checkpoint {found.get(key, "(absent)")}, '
+                 f'requested {fingerprint.get(key, "(absent)")}'
                  for key in sorted(set(found) | set(fingerprint))
                  if found.get(key) != fingerprint.get(key)]
   if differences:

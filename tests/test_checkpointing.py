@@ -202,6 +202,22 @@ def test_incompatible_fingerprint_is_refused_naming_the_differences(tmp_path):
     checkpointing.Checkpointer(str(tmp_path), {'holder': _Holder(0.0)}, other).restore()
 
 
+def test_a_config_field_newer_than_the_checkpoint_reads_as_its_default(tmp_path):
+  _saved(tmp_path, [1.0])  # Its fingerprint predates the field episode_min_sigma.
+  default = {**FINGERPRINT, 'episode_min_sigma': 'None'}
+  holder = _Holder(0.0)
+  checkpointing.Checkpointer(str(tmp_path), {'holder': holder}, default).restore()
+  assert np.all(holder.state.weights == 1.0)
+  changed = {**FINGERPRINT, 'episode_min_sigma': '0.1'}
+  with pytest.raises(checkpointing.CheckpointError,
+                     match='episode_min_sigma: checkpoint None, requested 0.1'):
+    checkpointing.Checkpointer(str(tmp_path), {'holder': _Holder(0.0)}, changed).restore()
+  unknown = {**FINGERPRINT, 'agent': 'task_only'}
+  with pytest.raises(checkpointing.CheckpointError,
+                     match='agent: checkpoint \\(absent\\), requested task_only'):
+    checkpointing.Checkpointer(str(tmp_path), {'holder': _Holder(0.0)}, unknown).restore()
+
+
 def test_a_state_of_another_shape_is_refused_naming_the_leaf(tmp_path):
   _saved(tmp_path, [1.0])
   holder = _Holder(0.0)
