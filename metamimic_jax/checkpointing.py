@@ -58,9 +58,13 @@ def fingerprint(domain_name: str, config: MetaMimicConfig,
                 task_only: bool = False) -> Dict[str, str]:
   """What a checkpoint must match to be resumed: the domain, every config field, and
   for the task-only baseline its agent (MetaMimic's checkpoints carry no 'agent')."""
-  return {'domain': domain_name,
-          **{k: repr(v) for k, v in dataclasses.asdict(config).items()},
+  return {'domain': domain_name, **_config_fields(config),
           **({'agent': TASK_ONLY} if task_only else {})}
+
+
+def _config_fields(config: MetaMimicConfig) -> Dict[str, str]:
+  """Every config field as its fingerprint writes it."""
+  return {k: repr(v) for k, v in dataclasses.asdict(config).items()}
 
 
 class Checkpointer:
@@ -203,16 +207,14 @@ def read(path: str) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
 
 
 # A config field added after a checkpoint was made reads there as its default.
-_CONFIG_DEFAULTS = {field.name: repr(field.default)
-                    for field in dataclasses.fields(MetaMimicConfig)}
+_DEFAULT_CONFIG_FIELDS = _config_fields(MetaMimicConfig())
 
 
 def check_fingerprint(path: str, manifest: Mapping[str, Any],
                       fingerprint: Mapping[str, str]) -> None:
   """Raises CheckpointError, naming the differences, unless the fingerprints match."""
-  found = manifest['fingerprint']
-  found = {**{key: _CONFIG_DEFAULTS[key] for key in fingerprint
-              if key in _CONFIG_DEFAULTS and key not in found}, **found}
+  found = {**{key: value for key, value in _DEFAULT_CONFIG_FIELDS.items()
+              if key in fingerprint}, **manifest['fingerprint']}
   differences = [f'  {key}: checkpoint {found.get(key, "(absent)")}, '
                  f'requested {fingerprint.get(key, "(absent)")}'
                  for key in sorted(set(found) | set(fingerprint))
