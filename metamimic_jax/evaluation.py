@@ -12,15 +12,8 @@ from metamimic_jax import keys
 from metamimic_jax.environments import base
 
 
-class ConstantActor(core.Actor):
-  """Always takes the same action (zeros: a stationary arm); a baseline to compare with."""
-
-  def __init__(self, action: np.ndarray):
-    self._action = np.asarray(action, np.float32)
-
-  def select_action(self, observation) -> np.ndarray:
-    del observation
-    return self._action
+class EvaluationActor(core.Actor):
+  """An actor that only acts: it keeps no replay and has no parameters to update."""
 
   def observe_first(self, timestep: dm_env.TimeStep) -> None:
     del timestep
@@ -30,6 +23,17 @@ class ConstantActor(core.Actor):
 
   def update(self, wait: bool = False) -> None:
     del wait
+
+
+class ConstantActor(EvaluationActor):
+  """Always takes the same action (zeros: a stationary arm); a baseline to compare with."""
+
+  def __init__(self, action: np.ndarray):
+    self._action = np.asarray(action, np.float32)
+
+  def select_action(self, observation) -> np.ndarray:
+    del observation
+    return self._action
 
 
 def actor_policy(actor: core.Actor) -> base.Policy:
@@ -152,6 +156,17 @@ def errors_by_frame_offset(imitations: Sequence[Imitation],
     result[offset] = {name: float(np.mean([np.mean(e[name]) for e in per_imitation]))
                       for name in per_imitation[0]}
   return result
+
+
+def signed_offsets(imitations: Sequence[Imitation],
+                   environment: base.DemoConditionedEnvironment,
+                   key: str) -> np.ndarray:
+  """Feature `key` of every step of the imitations minus the demo frame it is compared
+  to, [steps, ...]: a mean far from zero is a bias, a spread around zero imprecision."""
+  return np.concatenate([
+      imitation.observations[key][1:] -
+      environment.demonstrations[imitation.demo_index].observations[key][
+          imitation.frame_indices] for imitation in imitations])
 
 
 def evaluate_imitation(actor: core.Actor,

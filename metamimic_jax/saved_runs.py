@@ -7,17 +7,19 @@ fingerprint, so nothing about the run needs repeating.
 """
 
 import os
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Tuple
 
 from acme import specs
 import jax
 
 from metamimic_jax import acting
 from metamimic_jax import checkpointing
+from metamimic_jax import learner as learner_lib
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
+from metamimic_jax.networks import MetaMimicNetworks
 
 # Where each entry point keeps the learner's checkpoints, relative to its workdir.
 LEARNER_CHECKPOINT_DIRECTORIES = (os.path.join('checkpoints', 'learner'),  # Launchpad.
@@ -50,20 +52,28 @@ def open_run(workdir: str) -> SavedRun:
   return SavedRun(domain, config, MetaMimicBuilder(config, domain, task_only), directory)
 
 
+def restore_learner(run: SavedRun, environment_spec: specs.EnvironmentSpec,
+                    seed: int = 0) -> Tuple[MetaMimicNetworks, learner_lib.MetaMimicLearner]:
+  """The run's networks and its learner, restored from the newest checkpoint.
+  `environment_spec`: its training environment's."""
+  networks = run.builder.make_networks(environment_spec)
+  learner = run.builder.make_learner(jax.random.PRNGKey(seed), networks, iter(()),
+                                     environment_spec)
+  checkpointer = checkpointing.Checkpointer(
+      run.checkpoint_directory, {'learner': learner},
+      checkpointing.fingerprint(run.domain.name, run.config, run.builder.task_only))
+  if not checkpointer.restore():
+    raise checkpointing.CheckpointError(f'{run.checkpoint_directory}: no checkpoint')
+  return networks, learner
+
+
 def restore_policies(run: SavedRun, environment_spec: specs.EnvironmentSpec,
                      seed: int = 0) -> Dict[str, acting.MetaMimicActor]:
   """Noise-free actors of the run's trained policies ('imitation' unless the run is
   task-only, and 'task' when it trained one), with the learner's parameters restored
   from its newest checkpoint. `environment_spec`: its training environment's."""
   builder = run.builder
-  networks = builder.make_networks(environment_spec)
-  learner = builder.make_learner(jax.random.PRNGKey(seed), networks, iter(()),
-                                 environment_spec)
-  checkpointer = checkpointing.Checkpointer(
-      run.checkpoint_directory, {'learner': learner},
-      checkpointing.fingerprint(run.domain.name, run.config, builder.task_only))
-  if not checkpointer.restore():
-    raise checkpointing.CheckpointError(f'{run.checkpoint_directory}: no checkpoint')
+  networks, learner = restore_learner(run, environment_spec, seed)
   policies = (() if builder.task_only else ('imitation',)) + (
       ('task',) if run.config.train_task_policy else ())
   return {policy: builder.make_actor(jax.random.PRNGKey(seed), networks, environment_spec,

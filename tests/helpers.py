@@ -1,10 +1,14 @@
 """Shared test fixtures: tiny configs and point-mass demonstrations."""
 
+import dataclasses
 import functools
+import os
 
 from acme import specs
 
+from metamimic_jax import demonstrations
 from metamimic_jax import demonstrators
+from metamimic_jax import training
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
 from metamimic_jax.environments import make_domain
@@ -23,3 +27,19 @@ def point_mass_setup(config: MetaMimicConfig = TINY_CONFIG, num_demos: int = 4):
   builder = MetaMimicBuilder(config, make_domain('point_mass'))
   environment = builder.make_demo_environment(point_mass_demos(num_demos), seed=0)
   return builder, environment, specs.make_environment_spec(environment)
+
+
+def tiny_point_mass_run(workdir, demo_frames: int = 12) -> None:
+  """A handful of learner steps of experiments/train.py's loop in `workdir`, on point-mass
+  demos cut to `demo_frames` (short demos keep rendering, ~0.2 s a frame, quick); its
+  demos in `workdir`/demos: train.h5 (2) and held_out.h5 (3)."""
+  demos = [dataclasses.replace(
+      demo, observations={k: v[:demo_frames] for k, v in demo.observations.items()},
+      task_rewards=demo.task_rewards[:demo_frames - 1]) for demo in point_mass_demos(4)]
+  demo_dir = os.path.join(workdir, 'demos')
+  os.makedirs(demo_dir)
+  demonstrations.save(os.path.join(demo_dir, 'train.h5'), demos[:2], 'point_mass')
+  demonstrations.save(os.path.join(demo_dir, 'held_out.h5'), demos[1:], 'point_mass')
+  training.run(training.TrainSettings(
+      workdir=str(workdir), demo_dir=demo_dir, max_env_steps=20, eval_every_env_steps=20,
+      num_task_eval_episodes=1), TINY_CONFIG)

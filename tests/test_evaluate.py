@@ -11,7 +11,6 @@ import pytest
 
 from metamimic_jax import checkpointing
 from metamimic_jax import demonstrations
-from metamimic_jax import training
 from metamimic_jax import videos
 from tests import helpers
 
@@ -20,23 +19,11 @@ SCRIPT = os.path.join(ROOT, 'experiments', 'evaluate.py')
 DEMO_FRAMES = 12  # Short demos keep the rendering (~0.2 s a frame on a CPU) quick.
 
 
-def _short(demo, frames=DEMO_FRAMES):
-  return dataclasses.replace(
-      demo, observations={k: v[:frames] for k, v in demo.observations.items()},
-      task_rewards=demo.task_rewards[:frames - 1])
-
-
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
   """A tiny point-mass run of experiments/train.py's loop: a handful of learner steps."""
   workdir = tmp_path_factory.mktemp('run')
-  demos = [_short(demo) for demo in helpers.point_mass_demos(4)]
-  os.makedirs(workdir / 'demos')
-  demonstrations.save(str(workdir / 'demos' / 'train.h5'), demos[:2], 'point_mass')
-  demonstrations.save(str(workdir / 'demos' / 'held_out.h5'), demos[1:], 'point_mass')
-  training.run(training.TrainSettings(
-      workdir=str(workdir), demo_dir=str(workdir / 'demos'), max_env_steps=20,
-      eval_every_env_steps=20, num_task_eval_episodes=1), helpers.TINY_CONFIG)
+  helpers.tiny_point_mass_run(workdir, DEMO_FRAMES)
   return workdir
 
 

@@ -141,6 +141,18 @@ def test_errors_by_frame_offset_find_a_lag_and_agree_with_the_summary():
   assert errors[-4] > 0 and errors[0] > 0
 
 
+def test_signed_offsets_are_the_imitation_minus_its_demo_frames():
+  _, environment, _ = helpers.point_mass_setup(num_demos=2)
+  imitation = evaluation.imitate(evaluation.ConstantActor(np.zeros(2)), environment, 1)
+  demo = environment.demonstrations[1].observations['position']
+  shifted = dataclasses.replace(imitation, observations={
+      'position': demo[np.r_[0, imitation.frame_indices]] + np.array([0.01, -0.02])})
+  offsets = evaluation.signed_offsets([shifted, shifted], environment, 'position')
+  assert offsets.shape == (2 * len(imitation.frame_indices), 2)
+  np.testing.assert_allclose(offsets, np.tile([0.01, -0.02], (len(offsets), 1)),
+                             atol=1e-6)
+
+
 def test_steps_to_success_and_task_summary():
   assert evaluation.steps_to_success([0, 0, 1, 0, 1]) == 3
   assert evaluation.steps_to_success([1]) == 1
