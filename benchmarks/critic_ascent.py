@@ -11,7 +11,8 @@ demonstration of --demos once, without noise, with:
     critic's Q(s, .) for each of --step_sizes (`critic_ascent.CriticAscentActor`).
 and prints the imitation reward and tracking errors of each. If no step size tracks
 better than the policy, the critic's action gradient is not accurate where the policy
-acts: the critic, not the policy update, limits precision. It also prints, for the
+acts: the critic, not the policy update, limits precision (a gain that is small next to
+the policy's own over the stationary arm says the same). It also prints, for the
 policy's own imitations, each feature's signed offset from the demonstration (a mean far
 from zero is a bias, a spread around zero imprecision) and, in pre-tanh space, the
 critic's gradient beside the pre-tanh penalty's (is the penalty holding the policy?).
@@ -112,14 +113,14 @@ def _report(diagnosis: dict, ascent_steps: int) -> None:
     print(f"| {label} | {result['imitation_reward']:.3f} | " +
           ' | '.join(f'{result[e]:.3f}' for e in errors) + f' | {moves[0]} | {moves[1]} |')
   policy = results[POLICY]
-  refined = [r for label, r in results.items() if label not in (STATIONARY, POLICY)]
+  refined = {label: r['imitation_reward'] for label, r in results.items()
+             if label not in (STATIONARY, POLICY)}
   if refined:
-    best = max(r['imitation_reward'] for r in refined)
-    print(f"verdict (reward): best refinement {best:.3f}, policy "
-          f"{policy['imitation_reward']:.3f}: " + (
-        'the critic knows better actions than the policy takes'
-        if best > policy['imitation_reward'] else
-        'no refinement imitates better than the policy: the critic limits it'))
+    best = max(refined, key=refined.get)
+    gain = refined[best] - policy['imitation_reward']
+    stationary_gap = policy['imitation_reward'] - results[STATIONARY]['imitation_reward']
+    print(f'best refinement: {best}, reward {gain:+.4f} against the policy '
+          f"(the policy's own gain over the stationary arm: {stationary_gap:+.3f})")
   print('\nsigned offsets of the policy from the demos (feature units; bias share = '
         '|mean offset| / mean |offset|):')
   for key, offset in diagnosis['offsets'].items():

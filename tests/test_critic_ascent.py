@@ -109,7 +109,7 @@ def test_benchmark_reports_every_actor_on_a_saved_run(run_dir):
           if line.startswith('| ') and not line.startswith(('| actor', '| ---'))}
   assert list(rows) == ['stationary (zero action)', 'policy', 'policy + ascent, step 0.05',
                         'policy + ascent, step 0.2']
-  assert 'verdict (reward):' in result.stdout
+  assert 'best refinement: policy + ascent, step' in result.stdout
   assert 'position ' in result.stdout and 'bias share' in result.stdout
 
 
