@@ -51,6 +51,11 @@ class MetaMimicConfig:
   # Learner.
   learning_rate: float = 1e-4
   policy_learning_rate: Optional[float] = None  # None: learning_rate.
+  # Set: each step size follows a cosine from its value down to
+  # final_learning_rate_fraction of it over this many of its optimizer's updates (a
+  # policy's start after its warm-up), then stays there: precision late in a run.
+  learning_rate_decay_steps: Optional[int] = None
+  final_learning_rate_fraction: float = 0.1
   discount: float = 0.99
   n_step: int = 5
   batch_size: int = 256
@@ -107,6 +112,12 @@ class MetaMimicConfig:
   def __post_init__(self):
     if self.n_step < 1:
       raise ValueError(f'n_step must be >= 1, got {self.n_step}')
+    if self.learning_rate_decay_steps is not None and self.learning_rate_decay_steps < 1:
+      raise ValueError('learning_rate_decay_steps must be >= 1, got '
+                       f'{self.learning_rate_decay_steps}')
+    if not 0 < self.final_learning_rate_fraction <= 1:
+      raise ValueError('final_learning_rate_fraction must lie in (0, 1], got '
+                       f'{self.final_learning_rate_fraction:g}')
     if self.policy_warmup_steps < 0:
       raise ValueError(f'policy_warmup_steps must be >= 0, got {self.policy_warmup_steps}')
     if self.action_repeat < 1:

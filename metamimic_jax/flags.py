@@ -24,6 +24,13 @@ _FIELD_FLAGS = {
     'policy_learning_rate': flags.DEFINE_float(
         'policy_learning_rate', None, "The policies' Adam step size (default: "
         '--learning_rate).', lower_bound=0),
+    'learning_rate_decay_steps': flags.DEFINE_integer(
+        'learning_rate_decay_steps', None, 'If set, each step size decays (cosine) to '
+        '--final_learning_rate_fraction of it over this many of its updates.',
+        lower_bound=1),
+    'final_learning_rate_fraction': flags.DEFINE_float(
+        'final_learning_rate_fraction', None, 'Where a decayed step size ends, as a '
+        'fraction of its start.', lower_bound=0, upper_bound=1),
     'samples_per_insert': flags.DEFINE_float(
         'samples_per_insert', None, 'Replay ratio: samples per inserted transition.',
         lower_bound=1e-3),

@@ -78,13 +78,22 @@ def init_training_state(key: jax.Array, networks: MetaMimicNetworks, dummy_obser
       steps=jnp.zeros((), jnp.int32))
 
 
+def _step_size(config: MetaMimicConfig, rate: float) -> optax.ScalarOrSchedule:
+  """`rate`, or its cosine decay when the config sets learning_rate_decay_steps."""
+  if config.learning_rate_decay_steps is None:
+    return rate
+  return optax.cosine_decay_schedule(rate, config.learning_rate_decay_steps,
+                                     alpha=config.final_learning_rate_fraction)
+
+
 def make_optimizer(config: MetaMimicConfig) -> optax.GradientTransformation:
   """The critics' optimizer (and the policies', unless they have their own rate)."""
-  return optax.adam(config.learning_rate)
+  return optax.adam(_step_size(config, config.learning_rate))
 
 
 def make_policy_optimizer(config: MetaMimicConfig) -> optax.GradientTransformation:
-  return optax.adam(config.policy_learning_rate or config.learning_rate)
+  return optax.adam(_step_size(config,
+                               config.policy_learning_rate or config.learning_rate))
 
 
 def actor_critic_update(state: ActorCriticState, networks: ActorCriticNetworks,

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from metamimic_jax import jax_utils
 from metamimic_jax import learning
@@ -131,6 +132,32 @@ def test_policy_warmup_trains_only_the_critics_until_its_step():
       assert changed(old_agent.policy_params, new_agent.policy_params) == (i >= 2)
       assert changed(old_agent.policy_opt_state, new_agent.policy_opt_state) == (i >= 2)
     previous = new
+
+
+def test_step_sizes_decay_along_a_cosine_to_their_final_fraction():
+  config = dataclasses.replace(
+      synthetic.TINY_CONFIG, learning_rate=1.0, policy_learning_rate=0.5,
+      learning_rate_decay_steps=10, final_learning_rate_fraction=0.1)
+  for make_optimizer, rate in ((learning.make_optimizer, 1.0),
+                               (learning.make_policy_optimizer, 0.5)):
+    for decay_config, decayed in ((config, True), (synthetic.TINY_CONFIG, False)):
+      optimizer = make_optimizer(decay_config)
+      opt_state = optimizer.init(jnp.zeros(()))
+      sizes = []
+      for _ in range(12):
+        updates, opt_state = optimizer.update(jnp.ones(()), opt_state)
+        sizes.append(-float(updates))  # Adam's update of a constant gradient: the size.
+      if decayed:
+        # By hand: rate (0.1 + 0.9 (1 + cos(pi t / 10)) / 2), from t = 10 on rate 0.1.
+        expected = [rate * (0.1 + 0.45 * (1 + np.cos(np.pi * min(t, 10) / 10)))
+                    for t in range(12)]
+      else:  # TINY_CONFIG: one constant rate for both.
+        expected = [synthetic.TINY_CONFIG.learning_rate] * 12
+      np.testing.assert_allclose(sizes, expected, rtol=1e-4)  # float32 Adam.
+  for bad in ({'learning_rate_decay_steps': 0}, {'final_learning_rate_fraction': 0.0},
+              {'final_learning_rate_fraction': 1.5}):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+      dataclasses.replace(config, **bad)
 
 
 def test_scanned_steps_equal_that_many_single_steps():
