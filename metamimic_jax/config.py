@@ -182,13 +182,15 @@ class MetaMimicConfig:
 # learning Jaco imitation on a 2-core CPU machine (see WORKSPACE_NOTES.md).
 PRESETS = {
     'paper': MetaMimicConfig(),
-    # Run H of WORKSPACE_NOTES.md's Jaco table: actions held 4 frames and wide
-    # exploration so that the critic can tell what an action does, critic-only warm-up,
-    # and only the imitation agent (the task agent doubles the learner's cost and learns
-    # nothing from Jaco's sparse reward at this budget; --train_task_policy adds it).
+    # Run L of WORKSPACE_NOTES.md's Jaco table: actions held 4 frames and wide
+    # exploration so that the critic can tell what an action does, one-step returns (an
+    # n-step return under that noise values the noise's next actions, not the policy's),
+    # critic-only warm-up, and only the imitation agent (the task agent doubles the
+    # learner's cost and learns nothing from Jaco's sparse reward at this budget;
+    # --train_task_policy adds it).
     'cpu_small': MetaMimicConfig(
         policy_layer_sizes=(256, 256), critic_layer_sizes=(256, 256), discount=0.95,
-        samples_per_insert=64.0, sigma=1.0, policy_preactivation_penalty=0.01,
+        n_step=1, samples_per_insert=64.0, sigma=1.0, policy_preactivation_penalty=0.01,
         learning_rate=3e-4, policy_learning_rate=3e-5, action_repeat=4,
         policy_warmup_steps=5000, train_task_policy=False),
 }
