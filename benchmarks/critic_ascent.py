@@ -49,8 +49,6 @@ _ASCENT_STEPS = flags.DEFINE_integer('ascent_steps', 8, 'Ascent steps per decisi
 STATIONARY, POLICY = 'stationary (zero action)', 'policy'
 
 
-
-
 def _positive_numbers(values) -> bool:
   try:
     return all(float(v) > 0 for v in values)
@@ -69,10 +67,8 @@ def diagnose(workdir: str, demos_path: str, step_sizes, ascent_steps: int) -> di
   if run.builder.task_only:
     raise checkpointing.CheckpointError(
         f'{run.checkpoint_directory}: a task-only run has no imitation critic')
-  raw_spec = run.domain.make_environment(0).observation_spec()
-  demos = demonstrations.load(demos_path, domain=run.domain.name,
-                              observation_shapes={k: s.shape for k, s in raw_spec.items()})
-  environment = run.builder.make_demo_environment(demos, seed=0)
+  environment = saved_runs.demo_environment(run, demos_path)
+  demos = environment.demonstrations
   environment_spec = specs.make_environment_spec(environment)
   networks, learner = saved_runs.restore_learner(run, environment_spec)
   state = learner.save().imitation

@@ -152,10 +152,8 @@ def evaluate(workdir: str, demos_path: str, output_dir: str) -> dict:
     raise checkpointing.CheckpointError(
         f'{run.checkpoint_directory}: a task-only run has no imitation policy; '
         'experiments/task_policy.py evaluates its task policy')
-  raw_spec = run.domain.make_environment(0).observation_spec()
-  demos = demonstrations.load(demos_path, domain=run.domain.name,
-                              observation_shapes={k: s.shape for k, s in raw_spec.items()})
-  environment = run.builder.make_demo_environment(demos, seed=0)
+  environment = saved_runs.demo_environment(run, demos_path)
+  demos = environment.demonstrations
   staging = _staging_directory(output_dir)
   try:
     policies = saved_runs.restore_policies(run, specs.make_environment_spec(environment))

@@ -14,6 +14,7 @@ import jax
 
 from metamimic_jax import acting
 from metamimic_jax import checkpointing
+from metamimic_jax import demonstrations
 from metamimic_jax import learner as learner_lib
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
@@ -50,6 +51,15 @@ def open_run(workdir: str) -> SavedRun:
   except ValueError as e:
     raise checkpointing.CheckpointError(f'{directory}: {e}') from e
   return SavedRun(domain, config, MetaMimicBuilder(config, domain, task_only), directory)
+
+
+def demo_environment(run: SavedRun, demos_path: str) -> base.DemoConditionedEnvironment:
+  """The run's demo-conditioned environment on the demonstrations in `demos_path`;
+  DemonstrationError unless they are of the run's domain and observation shapes."""
+  raw_spec = run.domain.make_environment(0).observation_spec()
+  demos = demonstrations.load(demos_path, domain=run.domain.name,
+                              observation_shapes={k: s.shape for k, s in raw_spec.items()})
+  return run.builder.make_demo_environment(demos, seed=0)
 
 
 def restore_learner(run: SavedRun, environment_spec: specs.EnvironmentSpec,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from metamimic_jax import critic_ascent
+from metamimic_jax import losses
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,8 @@ def test_ascent_keeps_the_start_when_every_step_overshoots():
 
 @pytest.fixture(scope='module')
 def trained():
-  """A point-mass learner after a few updates: its networks, state and environment."""
+  """A freshly initialised point-mass learner's imitation networks and state, and its
+  environment and spec."""
   builder, environment, spec = helpers.point_mass_setup()
   networks = builder.make_networks(spec)
   learner = builder.make_learner(jax.random.PRNGKey(0), networks, iter(()), spec)
@@ -67,8 +69,8 @@ def test_step_size_zero_is_the_policy_and_records_the_penalty_balance(trained):
   u = networks.policy_preactivation.apply(state.policy_params, batched)[0]
   assert record.penalty_gradient_norm == pytest.approx(
       float(jnp.linalg.norm(2 * 0.5 * u)), rel=1e-5)
-  q = lambda u: jnp.sum(jax.nn.softmax(networks.critic.apply(
-      state.critic_params, batched, networks.squash(u[None]))) * networks.atoms)
+  q = lambda u: losses.mean_value(networks.critic.apply(
+      state.critic_params, batched, networks.squash(u[None])), networks.atoms)[0]
   assert record.dq_du_norm == pytest.approx(float(jnp.linalg.norm(jax.grad(q)(u))),
                                             rel=1e-4)
 
