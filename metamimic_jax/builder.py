@@ -1,6 +1,6 @@
 """MetaMimicBuilder: the only place replay, adder, dataset, actors and learner are wired."""
 
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from acme import adders
 from acme import specs
@@ -68,8 +68,15 @@ class MetaMimicBuilder:
     return self._config.reward_groups or self._domain.default_reward_groups
 
   @property
-  def goal_keys(self):
+  def policy_goal_keys(self) -> Optional[Tuple[str, ...]]:
+    """The demo frame keys the imitation policy reads (None: all)."""
     return self._config.goal_keys or self._domain.default_goal_keys
+
+  @property
+  def goal_keys(self) -> Optional[Tuple[str, ...]]:
+    """The demo frame keys the environment shows: the policy's, or all of them for a
+    privileged critic (which reads their features)."""
+    return None if self._config.privileged_critic else self.policy_goal_keys
 
   def make_demo_environment(self, demonstrations: Sequence[demos_lib.Demonstration],
                             seed: int) -> env_base.DemoConditionedEnvironment:
@@ -83,7 +90,8 @@ class MetaMimicBuilder:
 
   def make_networks(self, environment_spec: specs.EnvironmentSpec
                     ) -> networks_lib.MetaMimicNetworks:
-    return networks_lib.make_networks(environment_spec, self._config)
+    return networks_lib.make_networks(environment_spec, self._config,
+                                      self.policy_goal_keys)
 
   def make_replay_tables(self, environment_spec: specs.EnvironmentSpec,
                          enforce_samples_per_insert: bool = True) -> List[reverb.Table]:

@@ -100,6 +100,11 @@ class MetaMimicConfig:
   # Imitation.
   reward_groups: Tuple[FeatureGroup, ...] = ()  # Empty: the domain's defaults.
   goal_keys: Optional[Tuple[str, ...]] = None  # Demo frame keys fed as goal; None: all.
+  # The critics read features only (the observation's and, for imitation, every feature
+  # key of the demo frame), never images, while the policy still sees the demo as
+  # goal_keys say: an asymmetric actor-critic. Only the policy acts, so imitating from
+  # pixels stays pixels-only; the critic, which trains the policy, learns from features.
+  privileged_critic: bool = False
   # Frames each action is held for; the imitation reward is their mean (1: the paper's).
   action_repeat: int = 1
   # The goal is the demo at the next goal_horizon decisions: frames f+k, .., f+Hk.

@@ -67,6 +67,9 @@ _FIELD_FLAGS = {
         lower_bound=1),
     'goal_relative_features': flags.DEFINE_boolean(
         'goal_relative_features', None, 'Also feed goal minus observation.'),
+    'privileged_critic': flags.DEFINE_boolean(
+        'privileged_critic', None, 'The critics read features only (the demo frame\'s '
+        'included), never images; the policy sees the goal as before.'),
     'action_repeat': flags.DEFINE_integer(
         'action_repeat', None, 'Frames each action is held for.', lower_bound=1),
     'policy_preactivation_penalty': flags.DEFINE_float(

@@ -11,7 +11,7 @@ residual nets with normalization imitate best). Normalization is none, layer or 
 `python -m metamimic_jax.networks` prints each torso's parameter count.
 """
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import haiku as hk
 import jax
@@ -213,12 +213,15 @@ def _create_in_float32(next_creator, shape, dtype, init, context):
   return next_creator(shape, jnp.float32, init)
 
 
-def make_actor_critic(action_spec, config: MetaMimicConfig,
-                      goal_conditioned: bool) -> ActorCriticNetworks:
+def make_actor_critic(action_spec, config: MetaMimicConfig, goal_conditioned: bool,
+                      policy_goal_keys: Optional[Sequence[str]] = None
+                      ) -> ActorCriticNetworks:
   """A D4PG actor-critic; `goal_conditioned` networks also read the goal.
 
   `action_spec` is any bounded array spec (`shape`, `minimum`, `maximum`), such as
-  dm_env's `specs.BoundedArray`. With `config.compute_dtype` bfloat16 the torsos and
+  dm_env's `specs.BoundedArray`. The policy reads the goal's `policy_goal_keys` (None:
+  all); the critic reads the whole goal, and with `config.privileged_critic` only the
+  feature leaves of its inputs. With `config.compute_dtype` bfloat16 the torsos and
   heads compute in bfloat16 from float32 parameters; outputs are float32.
   """
   action_size = int(np.prod(action_spec.shape))
@@ -230,12 +233,20 @@ def make_actor_critic(action_spec, config: MetaMimicConfig,
   policy_torso = make_torso(config.policy_torso, config.policy_layer_sizes, config)
   critic_torso = make_torso(config.critic_torso, config.critic_layer_sizes, config)
 
-  def select(observation):
+  def select(observation, goal_keys=None):
     if not goal_conditioned:
       return {OBSERVATION: observation[OBSERVATION]}
-    inputs = {OBSERVATION: observation[OBSERVATION], GOAL: observation[GOAL]}
+    goal = {key: frames for key, frames in observation[GOAL].items()
+            if goal_keys is None or key in goal_keys}
+    inputs = {OBSERVATION: observation[OBSERVATION], GOAL: goal}
     if config.goal_relative_features:
-      inputs[GOAL_MINUS_OBSERVATION] = goal_minus_observation(observation)
+      inputs[GOAL_MINUS_OBSERVATION] = goal_minus_observation(inputs)
+    return inputs
+
+  def critic_inputs(observation):
+    inputs = select(observation)
+    if config.privileged_critic:
+      inputs = jax.tree.map(lambda x: None if x.dtype == jnp.uint8 else x, inputs)
     return inputs
 
   def in_compute_dtype(fn):
@@ -249,7 +260,8 @@ def make_actor_critic(action_spec, config: MetaMimicConfig,
 
   @in_compute_dtype
   def preactivation_fn(observation):
-    x = policy_torso.features()(embed(select(observation), policy_torso.pixels, dtype))
+    x = policy_torso.features()(embed(select(observation, policy_goal_keys),
+                                      policy_torso.pixels, dtype))
     return hk.Linear(action_size, w_init=hk.initializers.VarianceScaling(1e-4))(x)
 
   def squash(preactivation):
@@ -258,7 +270,7 @@ def make_actor_critic(action_spec, config: MetaMimicConfig,
 
   @in_compute_dtype
   def critic_fn(observation, action):
-    x = embed(select(observation), critic_torso.pixels, dtype)
+    x = embed(critic_inputs(observation), critic_torso.pixels, dtype)
     # Actions rescaled to [-1, 1]: every action dimension weighs alike in the critic's
     # input and in dQ/da, whatever its range (Jaco: fingers 5, arm joints 0.6-0.8).
     action = jnp.reshape(action, (action.shape[0], -1))
@@ -275,11 +287,14 @@ def make_actor_critic(action_spec, config: MetaMimicConfig,
       atoms=jnp.linspace(*config.value_support, config.num_atoms))
 
 
-def make_networks(environment_spec, config: MetaMimicConfig) -> MetaMimicNetworks:
+def make_networks(environment_spec, config: MetaMimicConfig,
+                  policy_goal_keys: Optional[Sequence[str]] = None) -> MetaMimicNetworks:
   """Both actor-critics for an environment spec (`observations`, `actions`: Acme's
-  `specs.EnvironmentSpec` or anything with those fields)."""
+  `specs.EnvironmentSpec` or anything with those fields); the imitation policy reads
+  the goal's `policy_goal_keys` (None: all)."""
   return MetaMimicNetworks(
-      imitation=make_actor_critic(environment_spec.actions, config, True),
+      imitation=make_actor_critic(environment_spec.actions, config, True,
+                                  policy_goal_keys),
       task=make_actor_critic(environment_spec.actions, config, False))
 
 

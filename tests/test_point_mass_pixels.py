@@ -2,12 +2,15 @@
 
 import dataclasses
 
+from acme import specs
+import jax
 import numpy as np
 import pytest
 
 from metamimic_jax import builder as builder_lib
 from metamimic_jax import demo_sets
 from metamimic_jax import demonstrators
+from metamimic_jax import networks as networks_lib
 from metamimic_jax import rewards
 from metamimic_jax import training
 from metamimic_jax.config import MetaMimicConfig
@@ -117,6 +120,29 @@ def test_the_builder_shows_the_domains_goal_keys_unless_the_config_names_some(de
   demos = [demonstrators.record_demonstration(make_domain('point_mass'), 0)]
   goal = features.make_demo_environment(demos, seed=0).observation_spec()['goal']
   assert set(goal) == {'position', 'velocity'}  # No default: every observation key.
+
+
+def test_a_privileged_critic_gets_the_demo_features_the_policy_does_not_read(demo):
+  builder = builder_lib.MetaMimicBuilder(
+      dataclasses.replace(TINY_CONFIG, privileged_critic=True),
+      make_domain('point_mass_pixels'))
+  environment = builder.make_demo_environment([demo], seed=0)
+  assert set(environment.observation_spec()['goal']) == {'position', 'velocity',
+                                                          point_mass.PIXELS}
+  spec = specs.make_environment_spec(environment)
+  networks = builder.make_networks(spec).imitation
+  dummy_observation, dummy_action = networks_lib.dummy_inputs(spec)
+  policy_params = networks.policy.init(jax.random.PRNGKey(0), dummy_observation)
+  critic_params = networks.critic.init(jax.random.PRNGKey(0), dummy_observation,
+                                       dummy_action)
+  observation = jax.tree.map(lambda x: x[None],
+                             environment.reset().observation)
+  elsewhere = {**observation, 'goal': {**observation['goal'],
+                                       'position': observation['goal']['position'] + 0.1}}
+  np.testing.assert_array_equal(networks.policy.apply(policy_params, observation),
+                                networks.policy.apply(policy_params, elsewhere))
+  assert not np.allclose(networks.critic.apply(critic_params, observation, dummy_action),
+                         networks.critic.apply(critic_params, elsewhere, dummy_action))
 
 
 @pytest.mark.slow

@@ -86,12 +86,54 @@ def test_pixels_go_through_the_residual_conv_torso():
     assert np.abs(critic_grads[name]['w']).max() > 0, name
 
 
+def test_a_privileged_critic_reads_features_while_the_policy_reads_its_goal_keys():
+  spec = synthetic.pixel_spec()
+  config = dataclasses.replace(TINY_CONFIG, privileged_critic=True)
+  networks = networks_lib.make_networks(spec, config, policy_goal_keys=('pixels',))
+  dummy_observation, dummy_action = networks_lib.dummy_inputs(spec)
+  policy_params = networks.imitation.policy.init(jax.random.PRNGKey(0), dummy_observation)
+  critic_params = networks.imitation.critic.init(jax.random.PRNGKey(1), dummy_observation,
+                                                 dummy_action)
+  assert any('conv' in name for name in policy_params)
+  assert not any('conv' in name for name in critic_params)  # No image torso at all.
+  observation = synthetic.random_observation(spec, 2, np.random.default_rng(0))
+  action = np.zeros((2, 3), np.float32)
+  policy = lambda o: networks.imitation.policy.apply(policy_params, o)
+  critic = lambda o: networks.imitation.critic.apply(critic_params, o, action)
+
+  def changed(part, key):
+    return {**observation, part: {**observation[part],
+                                  key: 255 - observation[part][key] if key == 'pixels'
+                                  else observation[part][key] + 1.0}}
+
+  # The policy reads the goal's pixels, not the goal's features; its own observation
+  # (features and frame) as before.
+  for part, key, reads in (('goal', 'pixels', True), ('goal', 'joints', False),
+                           ('observation', 'pixels', True),
+                           ('observation', 'joints', True)):
+    moved = np.abs(policy(changed(part, key)) - policy(observation)).max(axis=-1)
+    assert np.all(moved > 1e-6) == reads and np.all(moved == 0) != reads, (part, key)
+  # The critic reads every feature, the goal's included, and no image.
+  for part, key, reads in (('goal', 'pixels', False), ('goal', 'joints', True),
+                           ('observation', 'pixels', False),
+                           ('observation', 'joints', True)):
+    moved = np.abs(critic(changed(part, key)) - critic(observation)).max(axis=-1)
+    assert np.all(moved > 1e-6) == reads and np.all(moved == 0) != reads, (part, key)
+  # It trains: a learner step on the pair runs and moves both networks.
+  state, new_state, metrics = _tiny_step(config, spec, policy_goal_keys=('pixels',))
+  for name in ('policy_params', 'critic_params'):
+    before, after = (getattr(s.imitation, name) for s in (state, new_state))
+    assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(before),
+                                               jax.tree.leaves(after))), name
+  assert all(np.isfinite(v) for v in jax.tree.leaves(metrics))
+
+
 def _count(params) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
-def _tiny_step(config, spec):
-  networks = networks_lib.make_networks(spec, config)
+def _tiny_step(config, spec, policy_goal_keys=None):
+  networks = networks_lib.make_networks(spec, config, policy_goal_keys)
   dummy_observation, dummy_action = networks_lib.dummy_inputs(spec)
   state = learning.init_training_state(jax.random.PRNGKey(0), networks,
                                        dummy_observation, dummy_action, config)
