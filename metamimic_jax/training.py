@@ -138,13 +138,19 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
     return (settings.max_wall_minutes > 0 and
             time.time() - start > 60 * settings.max_wall_minutes)
 
+  def actor_steps() -> int:
+    return counter.get_counts().get('actor_steps', 0)
+
   results = evaluate()
-  while (steps := counter.get_counts().get('actor_steps', 0)) < settings.max_env_steps and (
-      not out_of_time()):
-    # Whole episodes, so a run ends within one episode past max_env_steps.
-    loop.run(num_steps=min(settings.eval_every_env_steps, settings.max_env_steps - steps))
-    results = evaluate()
-    checkpointer.save()
+  next_evaluation = actor_steps() + settings.eval_every_env_steps
+  while actor_steps() < settings.max_env_steps and not out_of_time():
+    # Whole episodes, so a run ends within one episode past max_env_steps or its wall
+    # time, and evaluates after the first episode past each evaluation point.
+    loop.run(num_episodes=1)
+    if actor_steps() >= min(next_evaluation, settings.max_env_steps) or out_of_time():
+      results = evaluate()
+      checkpointer.save()
+      next_evaluation = actor_steps() + settings.eval_every_env_steps
   checkpointer.save(force=True)
   plotting.plot_learning_curve(
       evaluator_log(settings.workdir),

@@ -65,6 +65,22 @@ def test_rerun_resumes_from_the_checkpoint(tmp_path):
   assert 1000 <= resumed[-1] < 1000 + make_domain('point_mass').demo_length
 
 
+def test_the_wall_time_limit_ends_a_run_within_an_episode_not_an_evaluation_period(
+    tmp_path):
+  config = MetaMimicConfig(batch_size=16, min_replay_size=50, policy_layer_sizes=(8,),
+                           critic_layer_sizes=(8,), train_task_policy=False)
+  limit_minutes = 0.1
+  results = training.run(_settings(tmp_path, num_demos=4, max_env_steps=10**6,
+                                   eval_every_env_steps=10**5,
+                                   max_wall_minutes=limit_minutes), config)
+  evaluations = _evaluations(tmp_path)
+  # The untrained evaluation, then one where time ran out: far inside the period.
+  assert len(evaluations['actor_steps']) == 2
+  assert 0 < results['actor_steps'] < 10**5
+  # An episode of 100 steps takes well under a second here; allow 30 s of slack.
+  assert limit_minutes < results['wall_minutes'] < limit_minutes + 0.5
+
+
 def test_train_script_refuses_bad_demonstrations_clearly(tmp_path):
   (tmp_path / 'train.h5').write_bytes(b'\x89HDF\r\n truncated')
   (tmp_path / 'held_out.h5').write_bytes(b'')
