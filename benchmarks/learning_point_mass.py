@@ -3,7 +3,9 @@
   .venv/bin/python benchmarks/learning_point_mass.py --minutes=30
   .venv/bin/python benchmarks/learning_point_mass.py --domain=point_mass_pixels ...
 
-`--domain=point_mass_pixels` imitates from pixels (demonstrations shown as camera frames).
+`--domain=point_mass_pixels` imitates from pixels (demonstrations shown as camera frames);
+add `--privileged_critic` (a features critic; the policy still sees pixels) to learn it
+on a CPU budget (README: the full command).
 
 Trains single-process (experiments/train.py's loop) with the default agent config and
 prints held-out mean per-step imitation reward against env steps and wall time, beside
