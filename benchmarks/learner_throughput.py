@@ -115,8 +115,6 @@ def compile_step(networks, config, state, spec, num_devices: int, steps_per_call
                         num_devices, steps_per_call), devices)
     state = jax_utils.replicate(state, devices)
     transform = jax.pmap(step, axis_name=AXIS, devices=devices)
-  if compiler_options is None:
-    compiler_options = jax_utils.learner_compiler_options(jax.devices()[:num_devices])
   start = time.perf_counter()
   compiled = transform.lower(state, batch).compile(compiler_options)
   compile_seconds = time.perf_counter() - start

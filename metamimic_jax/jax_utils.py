@@ -4,41 +4,14 @@ It imports no Acme, so the portable core's tests can use it too.
 """
 
 import collections
-import importlib.metadata
 import queue
 import threading
-from typing import Dict, Iterator, List, Optional, Sequence, TypeVar
+from typing import Iterator, List, Optional, Sequence, TypeVar
 
 import jax
 import numpy as np
 
 T = TypeVar('T')
-
-
-def has_legacy_cpu_runtime() -> bool:
-  """Whether the installed jaxlib (0.6 and older) still has XLA:CPU's legacy runtime."""
-  try:
-    major, minor = importlib.metadata.version('jaxlib').split('.')[:2]
-  except importlib.metadata.PackageNotFoundError:
-    return False
-  return (int(major), int(minor)) < (0, 7)
-
-
-def learner_compiler_options(devices: Sequence[jax.Device]) -> Dict[str, object]:
-  """XLA options for the learner step on `devices`.
-
-  On one CPU device of one process, with a jaxlib that has it: XLA:CPU's legacy
-  runtime, under which the medium and large learner steps run ~1.3x faster than under
-  the thunk runtime (JAX 0.6's default), with the same results up to float32 rounding
-  (WORKSPACE_NOTES.md, "Learner throughput on this CPU"). It cannot run collectives
-  (XLA aborts), so several devices keep the default. Not set through XLA_FLAGS:
-  TensorFlow's XLA, in the same process, aborts on a flag it does not know.
-  """
-  devices = list(devices)
-  if (has_legacy_cpu_runtime() and jax.process_count() == 1 and len(devices) == 1 and
-      devices[0].platform == 'cpu'):
-    return {'xla_cpu_use_thunk_runtime': False}
-  return {}
 
 
 def put_sharded(tree: T, devices: Sequence[jax.Device]) -> T:

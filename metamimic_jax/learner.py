@@ -77,8 +77,6 @@ class MetaMimicLearner(acme.Learner):
     self._sgd_step = jax.pmap(
         numerics.with_finite_flag(sgd_step, learning.online_parameters),
         axis_name='devices', devices=step_devices)
-    self._compiler_options = jax_utils.learner_compiler_options(step_devices)
-    self._compiled_step = None  # At the first batch, with those options.
     self._timestamp = None
 
   def step(self) -> None:
@@ -88,10 +86,7 @@ class MetaMimicLearner(acme.Learner):
           jax_utils.get_from_first_device(self._state)), self._devices)
       self._synced = True
     transitions = next(self._iterator)
-    if self._compiled_step is None:
-      self._compiled_step = self._sgd_step.lower(self._state, transitions).compile(
-          self._compiler_options)
-    state, metrics, finite = self._compiled_step(self._state, transitions)
+    state, metrics, finite = self._sgd_step(self._state, transitions)
     numerics.check(finite, lambda: int(jax_utils.get_from_first_device(state.steps)),
                    metrics, learning.online_parameters(state))  # Raises NonFiniteError.
     self._state = state

@@ -51,36 +51,6 @@ def test_pmapped_step_on_two_devices_equals_one_device_step():
   jax.tree.map(lambda x: np.testing.assert_array_equal(x[0], x[1]), replicas)
 
 
-def test_the_learners_compiler_options_leave_its_step_unchanged_to_rounding():
-  devices = jax.local_devices()
-  # XLA:CPU's legacy runtime on one device where this jaxlib has it (the pinned 0.6);
-  # it cannot run collectives, so never on two.
-  assert jax_utils.learner_compiler_options(devices) == {}
-  options = jax_utils.learner_compiler_options(devices[:1])
-  assert options == ({'xla_cpu_use_thunk_runtime': False}
-                     if jax_utils.has_legacy_cpu_runtime() else {})
-  config = synthetic.TINY_CONFIG
-  spec, networks, state = _setup(config)
-  pmapped = jax.pmap(learning.make_sgd_step(networks, config, axis_name='i'),
-                     axis_name='i', devices=devices[:1])
-  batch = jax_utils.put_sharded(jax_utils.shard(synthetic.random_batch(spec, 8), 1),
-                                devices[:1])
-  state = jax_utils.replicate(state, devices[:1])
-  default = pmapped.lower(state, batch).compile()
-  with_options = pmapped.lower(state, batch).compile(options)
-  default_state, with_options_state = state, state
-  for _ in range(3):
-    default_state, _ = default(default_state, batch)
-    with_options_state, _ = with_options(with_options_state, batch)
-  # The same arithmetic, up to float32 rounding in the order of a few reductions.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               jax.device_get(default_state), jax.device_get(with_options_state))
-  moved = jax.tree.map(lambda a, b: np.abs(a - b).max(),
-                       jax.device_get(state.imitation.critic_params),
-                       jax.device_get(default_state.imitation.critic_params))
-  assert max(jax.tree.leaves(moved)) > 1e-4  # Three steps really moved the critic.
-
-
 def test_target_networks_update_every_period():
   config = dataclasses.replace(synthetic.TINY_CONFIG, target_update_period=3)
   spec, networks, state = _setup(config)
