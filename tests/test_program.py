@@ -108,10 +108,12 @@ def test_program_ends_by_itself_after_learning_and_evaluating(finished_run):
   # inserts - 100. Inserts exceed the counted actor steps by the two actors' unfinished
   # episodes (at most 98 steps each), and fall short of them by the items each actor's
   # adder has not yet created or had confirmed when the run stops (it creates them in
-  # groups); the learner lags its samples by the prefetched batches and its counter's
-  # once-a-second sync (allowed: 100 steps).
+  # groups); the learner lags its samples by the prefetched batches (allowed: 100
+  # steps) and its counter's once-a-second sync: one second of its steps, ~250 on a
+  # quiet machine (the report's count trailed the learner's own log by 254 once).
   deferred = 2 * (adders.ITEMS_PER_WRITE - 1 + adders.MAX_IN_FLIGHT_ITEMS)
-  assert (actor_steps - deferred - 100 - 10 - 100 <= learner_steps <=
+  one_second = learner_steps / counts['learner_walltime']
+  assert (actor_steps - deferred - 100 - 10 - 100 - one_second <= learner_steps <=
           actor_steps + 2 * 98 - 100 + 10)
   imitation = _rows(workdir, 'evaluator_imitation')
   assert _rows(workdir, 'evaluator_task')
