@@ -141,13 +141,19 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   def actor_steps() -> int:
     return counter.get_counts().get('actor_steps', 0)
 
+  def done() -> bool:
+    return actor_steps() >= settings.max_env_steps or out_of_time()
+
   results = evaluate()
   next_evaluation = actor_steps() + settings.eval_every_env_steps
-  while actor_steps() < settings.max_env_steps and not out_of_time():
+  finished = done()
+  while not finished:
     # Whole episodes, so a run ends within one episode past max_env_steps or its wall
-    # time, and evaluates after the first episode past each evaluation point.
+    # time, and evaluates after the first episode past each evaluation point and at
+    # its end.
     loop.run(num_episodes=1)
-    if actor_steps() >= min(next_evaluation, settings.max_env_steps) or out_of_time():
+    finished = done()
+    if finished or actor_steps() >= next_evaluation:
       results = evaluate()
       checkpointer.save()
       next_evaluation = actor_steps() + settings.eval_every_env_steps
