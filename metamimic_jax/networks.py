@@ -4,9 +4,10 @@ All networks are pure `init`/`apply` pairs over batched inputs. An observation i
 nested dict the environments emit: `{'observation': {...}, 'goal': {...}}`. Imitation
 networks read both parts (a privileged critic only their features); task networks
 read only `observation`. Feature arrays are flattened through an MLP torso; uint8
-arrays are images, embedded by a residual conv torso. The policy and the critic each have their own torso, chosen by the config: Acme's
-D4PG LayerNorm MLP, or residual torsos from small to large (the paper's finding: deep
-residual nets with normalization imitate best). Normalization is none, layer or group.
+arrays are images, embedded by a residual conv torso. The policy and the critic each
+have their own torso, chosen by the config: Acme's D4PG LayerNorm MLP, or residual
+torsos from small to large (the paper's finding: deep residual nets with normalization
+imitate best). Normalization is none, layer or group.
 
 `python -m metamimic_jax.networks` prints each torso's parameter count.
 """
