@@ -206,6 +206,15 @@ class NStepTransitionAdder(adders.Adder):
     self._window.clear()
     self._num_steps = -1
 
+  def close(self) -> None:
+    """Ends the stream to the server, whose stop() would wait ~5 s on an open one;
+    items of the unfinished episode are dropped."""
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+    self._window.clear()
+    self._num_steps = -1
+
   def _pack(self, observation, packed: Optional[packing.Packed]) -> packing.Packed:
     return self.layout.observation_packer.pack(observation) if packed is None else packed
 
@@ -277,6 +286,9 @@ class _CppWriter:
   def end_episode(self) -> None:
     self._writer.end_episode(clear_buffers=True)
     self._rows = []
+
+  def close(self) -> None:
+    self._writer.close()
 
 
 def _flat_reward_and_discount(timestep: dm_env.TimeStep

@@ -5,6 +5,7 @@ first use. A set is a directory holding `TRAIN_FILE` and `HELD_OUT_FILE`.
 """
 
 import multiprocessing
+import signal
 import os
 import sys
 import time
@@ -44,8 +45,10 @@ def record(domain: Domain, seeds: Sequence[int], num_workers: int = 1) -> Demos:
   with _Progress(len(jobs)) as progress:
     if num_workers <= 1:
       return [progress.done(_record(job)) for job in jobs]
-    # 'spawn': workers must not inherit the parent's TF/JAX/EGL state.
-    with multiprocessing.get_context('spawn').Pool(num_workers) as pool:
+    # 'spawn': workers must not inherit the parent's TF/JAX/EGL state. They ignore a
+    # terminal's Ctrl-C: the parent decides, and its pool terminates them.
+    with multiprocessing.get_context('spawn').Pool(num_workers,
+                                                   initializer=_ignore_interrupts) as pool:
       return [progress.done(demo) for demo in pool.imap(_record, jobs)]
 
 
@@ -103,6 +106,10 @@ def prepare(domain: Domain, directory: str, generate_if_absent: bool,
                  len(demo_set.train) + len(demo_set.held_out), num_demos,
                  len(demo_set.train), len(demo_set.held_out))
   return load(domain, directory)
+
+
+def _ignore_interrupts() -> None:
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _record(job: Tuple[Domain, int]) -> demos_lib.Demonstration:

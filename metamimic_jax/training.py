@@ -1,9 +1,12 @@
 """Single-process training: in-process Reverb, Acme's Agent and EnvironmentLoop."""
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 from absl import logging
 from acme import specs
@@ -47,14 +50,74 @@ class TrainSettings:
 
 
 AGENTS = ('metamimic', checkpointing.TASK_ONLY)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(SystemExit):
+  """A stop signal ended training: at the first, after saving a checkpoint.
+
+  A SystemExit with the shell's status for the signal (130 for SIGINT): uncaught, it
+  ends the program without a traceback; a caller that goes on catches it.
+  """
+
+  def __init__(self, signal_number: int):
+    super().__init__(128 + signal_number)
+    self.signal_number = signal_number
+
+
+class _StopRequest(threading.Event):
+  """Set by a stop signal, which it names; `graceful` once training has begun."""
+  signal_number: int = signal.SIGINT
+  graceful: bool = False
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[_StopRequest]:
+  """A request the first SIGINT or SIGTERM sets once training has begun; a second one,
+  or one before (with nothing to save), stops at once.
+
+  Installed here, not left to Acme: its EnvironmentLoop.run hands signals to
+  Launchpad's dispatcher, which swallows them in a single process.
+  """
+  stop = _StopRequest()
+  if threading.current_thread() is not threading.main_thread():
+    yield stop  # Signals reach the main thread only.
+    return
+
+  def request_stop(signal_number, frame):
+    del frame
+    if stop.is_set() or not stop.graceful:
+      logging.warning('%s: stopping now%s', signal.Signals(signal_number).name,
+                      ', without a checkpoint' if stop.graceful else '')
+      raise Stopped(signal_number)
+    stop.signal_number = signal_number
+    stop.set()
+    logging.warning('%s: stopping after this episode and its checkpoint (again to stop '
+                    'at once)', signal.Signals(signal_number).name)
+
+  previous = {number: signal.signal(number, request_stop) for number in STOP_SIGNALS}
+  try:
+    yield stop
+  finally:
+    for number, handler in previous.items():
+      signal.signal(number, handler)
 
 
 def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   """Trains until max_env_steps (or the wall-time limit); returns the last evaluation.
 
   Checks the workdir, its checkpoints and the demonstrations before anything else:
-  raises OSError, CheckpointError or DemonstrationError, with a clear message.
+  raises OSError, CheckpointError or DemonstrationError, with a clear message. The
+  first SIGINT or SIGTERM ends the run after the current episode, with a checkpoint to
+  resume from, by raising Stopped.
   """
+  with _stop_requests() as stop:
+    return _run(settings, config, stop)
+
+
+def _run(settings: TrainSettings, config: MetaMimicConfig,
+         stop: _StopRequest) -> Dict[str, float]:
+  """run(), which ends early once `stop` is set."""
   if settings.agent not in AGENTS:
     raise ValueError(f'agent must be one of {AGENTS}, got {settings.agent!r}')
   start = time.time()
@@ -91,8 +154,8 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
       learner_key, networks, builder.make_dataset_iterator(address, spec), spec,
       counter=counting.Counter(counter, 'learner', time_delta=0.),
       logger=loggers.make_logger(settings.workdir, 'learner'))
-  actor = builder.make_actor(actor_key, networks, spec, learner,
-                             adder=builder.make_adder(reverb.Client(address), spec),
+  adder = builder.make_adder(reverb.Client(address), spec)
+  actor = builder.make_actor(actor_key, networks, spec, learner, adder=adder,
                              policy=builder.acting_policy)
   # The adder holds back n - 1 steps and writes items in groups: start once
   # min_replay_size items exist.
@@ -101,9 +164,10 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
       min_observations=(max(config.min_replay_size, config.batch_size) + config.n_step +
                         adders.ITEMS_PER_WRITE),
       observations_per_step=config.batch_size / config.samples_per_insert)
+  actor_logger = loggers.make_logger(settings.workdir, 'actor')
   loop = environment_loop.EnvironmentLoop(
       environment, agent, counter=counting.Counter(counter, 'actor', time_delta=0.),
-      logger=loggers.make_logger(settings.workdir, 'actor'))
+      logger=actor_logger)
 
   task_evaluator = builder.make_actor(task_key, networks, spec, learner, policy='task',
                                       sigma=0)
@@ -144,20 +208,28 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
   def done() -> bool:
     return actor_steps() >= settings.max_env_steps or out_of_time()
 
+  stop.graceful = True
   results = evaluate()
   next_evaluation = actor_steps() + settings.eval_every_env_steps
   finished = done()
-  while not finished:
-    # Whole episodes, so a run ends within one episode past max_env_steps or its wall
-    # time, and evaluates after the first episode past each evaluation point and at
-    # its end.
-    loop.run(num_episodes=1)
+  while not finished and not stop.is_set():
+    # Whole episodes, so a run ends within one episode past max_env_steps, its wall
+    # time or a stop signal, and evaluates after the first episode past each
+    # evaluation point and at its end. run_episode, not run: see _stop_requests.
+    actor_logger.write(loop.run_episode())
     finished = done()
     if finished or actor_steps() >= next_evaluation:
       results = evaluate()
       checkpointer.save()
       next_evaluation = actor_steps() + settings.eval_every_env_steps
   checkpointer.save(force=True)
+  adder.close()
+  server.stop()
+  if stop.is_set():
+    logging.warning('Stopped by %s at %d env steps; checkpoint saved in %s: run the '
+                    'same command to resume.', signal.Signals(stop.signal_number).name,
+                    actor_steps(), checkpointer.directory)
+    raise Stopped(stop.signal_number)
   plotting.plot_learning_curve(
       evaluator_log(settings.workdir),
       os.path.join(settings.workdir, 'learning_curve.png'))
@@ -165,7 +237,6 @@ def run(settings: TrainSettings, config: MetaMimicConfig) -> Dict[str, float]:
     plotting.plot_imitations(imitation_evaluator, held_out_environment,
                              os.path.join(settings.workdir, 'imitations.png'),
                              domain.trajectory_key)
-  server.stop()
   logging.info('Done. Metrics: %s/logs, checkpoints: %s, plots: %s',
                settings.workdir, checkpointer.directory, settings.workdir)
   return results

@@ -1,8 +1,12 @@
 """Single-process training: it learns, checkpoints, resumes, and refuses bad input."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -91,3 +95,72 @@ def test_train_script_refuses_bad_demonstrations_clearly(tmp_path):
   assert result.returncode != 0
   assert f'{tmp_path / "train.h5"}' in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def _logged_actor_steps(workdir) -> list:
+  """The actor's count after each episode, from its log."""
+  path = os.path.join(workdir, 'logs', 'actor', 'logs.csv')
+  return list(plotting.read_csv(path).get('actor_steps', ())) if os.path.exists(path) else []
+
+
+def test_ctrl_c_stops_the_train_script_with_a_checkpoint_to_resume_from(tmp_path):
+  workdir = tmp_path / 'run'
+  # Its own process group, as a terminal's Ctrl-C reaches the script and its workers.
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'experiments', 'train.py'),
+       f'--workdir={workdir}', '--num_demos=4', '--batch_size=16',
+       '--min_replay_size=50', '--policy_layers=8', '--critic_layers=8',
+       '--notrain_task_policy', '--max_env_steps=1000000'],
+      stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+  try:
+    deadline = time.time() + 240
+    while len(_logged_actor_steps(workdir)) < 3 and process.poll() is None:
+      assert time.time() < deadline, 'training did not start'
+      time.sleep(0.2)
+    episodes_before = len(_logged_actor_steps(workdir))
+    os.killpg(process.pid, signal.SIGINT)
+    sent = time.time()
+    _, stderr = process.communicate(timeout=60)
+  finally:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGKILL)
+  # At the end of the episode under way (100 steps, well under a second here).
+  assert time.time() - sent < 10
+  assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
+  assert 'Traceback' not in stderr
+  stopped = re.search(r'Stopped by SIGINT at (\d+) env steps', stderr)
+  assert stopped, stderr[-2000:]
+  stopped_steps = int(stopped.group(1))
+  # It finished the episode under way (and one more, if one ended as the signal went).
+  episodes = _logged_actor_steps(workdir)
+  assert stopped_steps == episodes[-1]
+  assert len(episodes) - episodes_before <= 2
+
+  # The same settings resume at the stopped count; a budget already spent ends there.
+  config = MetaMimicConfig(batch_size=16, min_replay_size=50, policy_layer_sizes=(8,),
+                           critic_layer_sizes=(8,), train_task_policy=False)
+  results = training.run(_settings(workdir, num_demos=4, max_env_steps=stopped_steps),
+                         config)
+  assert results['actor_steps'] == stopped_steps
+
+
+def test_sigterm_ends_an_in_process_run_after_the_episode_with_a_checkpoint(tmp_path):
+  config = MetaMimicConfig(batch_size=16, min_replay_size=50, policy_layer_sizes=(8,),
+                           critic_layer_sizes=(8,), train_task_policy=False)
+  previous_handler = signal.getsignal(signal.SIGTERM)
+
+  def terminate_once_training():
+    while len(_logged_actor_steps(tmp_path)) < 2:
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=terminate_once_training, daemon=True).start()
+  with pytest.raises(training.Stopped) as stopped:
+    training.run(_settings(tmp_path, num_demos=4, max_env_steps=10**6), config)
+  assert stopped.value.code == 128 + signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) is previous_handler
+  # The checkpoint holds every episode run, the last one to its end.
+  episodes = _logged_actor_steps(tmp_path)
+  results = training.run(_settings(tmp_path, num_demos=4, max_env_steps=1), config)
+  assert len(episodes) >= 2
+  assert results['actor_steps'] == episodes[-1]
