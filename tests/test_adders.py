@@ -1,3 +1,5 @@
+import time
+
 import dm_env
 from acme import specs
 from acme.adders import reverb as acme_adders
@@ -182,6 +184,26 @@ def test_items_are_written_in_groups_and_reach_the_table(lean_client):
   assert all(size >= 4 * (k // 4) - 1 for k, size in enumerate(sizes[:-1], start=1))
   assert all(size <= 4 * (k // 4) for k, size in enumerate(sizes[:-1], start=1))
   assert sizes[-1] == 20 + 1
+
+
+def test_closing_ends_the_stream_so_the_server_stops_at_once():
+  spec = _environment_spec(dict_discount=False)
+  layout = adders.TransitionLayout(spec)
+  server = reverb.Server([reverb.Table.queue('lean', 100, signature=layout.signature())],
+                         port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+  adder = adders.NStepTransitionAdder(client, 'lean', n_step=2, discount=0.5,
+                                      layout=layout)
+  first, steps = _episode(np.random.default_rng(3), 5, 'truncation', False)
+  adder.add_first(first)
+  for action, timestep in steps:
+    adder.add(action, timestep)
+  assert client.server_info()['lean'].current_size == 6
+  adder.close()
+  start = time.time()
+  server.stop()
+  # With the writer's stream open Reverb waits 5 s for it.
+  assert time.time() - start < 2
 
 
 def test_add_before_add_first_is_refused():
