@@ -6,9 +6,11 @@ For each domain (point_mass; jaco_stack with features), in one process, zero act
 unless stated:
   raw        the domain's environment alone;
   demo env   the demo-conditioned environment (goal, imitation and task rewards);
-  + policy   Acme's EnvironmentLoop with the actor (default networks, exploration noise),
-             no adder;
-  + adder    the same with the builder's adder writing to a local Reverb server.
+  + policy   the acting loop training uses (batched_loop) with one environment and the
+             actor (default networks, exploration noise), no adder;
+  N envs     the full loop: N demo envs acting together (one policy call a step for
+             all), each with the builder's adder writing to a local Reverb server; one
+             stage per value of --num_envs.
 It also prints the CPU milliseconds of a reset of the raw and the demo env (a demo env
 restores a demo's first state).
 The actor refreshes its parameters every `--variable_update_period` steps from a source
@@ -30,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import batched_loop
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import demonstrators
 from metamimic_jax import learner as learner_lib
@@ -42,9 +45,7 @@ from metamimic_jax.environments import make_domain
 
 from absl import app
 from absl import flags
-from acme import environment_loop
 from acme import specs
-from acme.utils import loggers
 import jax
 import numpy as np
 import reverb
@@ -61,6 +62,8 @@ _DEMO_DIR = flags.DEFINE_string('demo_dir', None, 'A directory per domain '
 _UPDATE_PERIOD = flags.DEFINE_integer('variable_update_period', 100,
                                       'Actor steps between parameter fetches.',
                                       lower_bound=1)
+_NUM_ENVS = flags.DEFINE_list('num_envs', ['1', '4', '8', '16'],
+                               'Environments acting together, one full-loop stage each.')
 _ACTION_REPEAT = flags.DEFINE_integer('action_repeat', 1, 'Frames per action of the '
                                       'demo-env stages.', lower_bound=1)
 
@@ -124,14 +127,31 @@ def _reset_milliseconds(environment, resets: int = 10) -> float:
   return 1e3 * (time.process_time() - start) / resets
 
 
-def _actor_loop(environment, actor):
-  loop = environment_loop.EnvironmentLoop(environment, actor,
-                                          logger=loggers.NoOpLogger())
+class _FrameCounter:
+  """A demo env that counts the frames it simulates (action repeat included)."""
+
+  def __init__(self, environment):
+    self._environment = environment
+    self.frames = 0
+
+  def reset(self):
+    return self._environment.reset()
+
+  def step(self, action):
+    before = self._environment.frame
+    timestep = self._environment.step(action)
+    self.frames += self._environment.frame - before
+    return timestep
+
+
+def _actor_loop(environments, actor):
+  counted = [_FrameCounter(environment) for environment in environments]
+  loop = batched_loop.BatchedEnvironmentLoop(counted, actor)
   def run_for(deadline):
-    frames = 0
+    start = sum(environment.frames for environment in counted)
     while time.time() < deadline:
-      frames += _frames(environment, loop.run_episode()['episode_length'])
-    return frames
+      loop.step()
+    return sum(environment.frames for environment in counted) - start
   return run_for
 
 
@@ -149,18 +169,24 @@ def measure(domain_name: str):
   server = reverb.Server(builder.make_replay_tables(spec, False), port=None)
   client = reverb.Client(f'localhost:{server.port}')
 
-  def actor(adder=None):
-    return builder.make_actor(jax.random.PRNGKey(1), networks, spec, source, adder=adder,
-                              variable_update_period=_UPDATE_PERIOD.value)
+  def actor(num_envs, replay_adders=None):
+    return builder.make_actor_batch(
+        jax.random.split(jax.random.PRNGKey(1), num_envs), networks, spec, source,
+        replay_adders, variable_update_period=_UPDATE_PERIOD.value)
+
+  def demo_environments(num_envs, seed):
+    return [builder.make_demo_environment(demos, seed=seed + i) for i in range(num_envs)]
 
   zeros = np.zeros(spec.actions.shape, spec.actions.dtype)
   stages = {
       'raw': _zero_action_loop(domain.make_environment(0), zeros),
       'demo env': _zero_action_loop(demo_environment, zeros),
-      '+ policy': _actor_loop(builder.make_demo_environment(demos, seed=1), actor()),
-      '+ adder': _actor_loop(builder.make_demo_environment(demos, seed=2),
-                             actor(builder.make_adder(client, spec))),
+      '+ policy': _actor_loop(demo_environments(1, 1), actor(1)),
   }
+  for num_envs in _num_envs():
+    stages[f'{num_envs} envs'] = _actor_loop(
+        demo_environments(num_envs, 100), actor(num_envs, [
+            builder.make_adder(client, spec) for _ in range(num_envs)]))
   resets = {'raw': _reset_milliseconds(domain.make_environment(0)),
             'demo env': _reset_milliseconds(demo_environment)}
   for run_for in stages.values():  # Compile and warm up.
@@ -174,8 +200,19 @@ def measure(domain_name: str):
   return best, resets
 
 
+def _num_envs():
+  try:
+    values = [int(v) for v in _NUM_ENVS.value]
+  except ValueError:
+    raise app.UsageError(f'--num_envs must be integers, got {_NUM_ENVS.value}')
+  if not values or min(values) < 1:
+    raise app.UsageError(f'--num_envs needs positive values, got {_NUM_ENVS.value}')
+  return values
+
+
 def main(argv):
   del argv
+  _num_envs()
   unknown = sorted(set(_DOMAINS.value) - set(DOMAIN_NAMES))
   if unknown:
     raise app.UsageError(f'unknown domains {unknown}; known: {", ".join(DOMAIN_NAMES)}')

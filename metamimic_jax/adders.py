@@ -7,8 +7,9 @@ as one float32 vector plus the observation's images (`TransitionLayout`): Reverb
 writer and the learner's dataset pay per column, so a row of one vector and an item of
 four cost a fraction of one column per leaf.
 
-  - rewards and discounts stay in a Python window of the last n steps, and the n-step
-    return is accumulated with Acme's float32 recurrence over flat per-key values;
+  - the returns and discounts of the (at most n) transitions still open are kept as
+    float32 arrays [open, reward keys] and advanced together with each step by Acme's
+    float32 recurrence (the same operations in the same order, elementwise);
   - one append a step, holding only what items reference;
   - items are created in groups of `items_per_write` (and at an episode's end), then
     the writer waits until at most `max_in_flight_items` are unconfirmed. Acme creates
@@ -23,8 +24,7 @@ four cost a fraction of one column per leaf.
     into Reverb's private API (pinned at 0.7).
 """
 
-import collections
-from typing import Deque, List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from acme import adders
 from acme import specs
@@ -51,6 +51,7 @@ _SIGNATURE_TIMEOUT_MS = 300_000
 # How replay stores transitions: 2 is `TransitionLayout` (session 5). Replay checkpoints
 # of an older layout cannot be resumed by this code.
 LAYOUT_VERSION = 2
+_NO_ROWS = np.zeros((0, 0), np.float32)  # No open transitions.
 
 
 class StoredTransition(NamedTuple):
@@ -159,9 +160,9 @@ class NStepTransitionAdder(adders.Adder):
     self._items_per_write = items_per_write
     self._max_in_flight_items = max_in_flight_items
     self._writer: Optional[_CppWriter] = None
-    # The last n steps' flat rewards and discounts (one discount per reward leaf).
-    self._window: Deque[Tuple[List[np.ndarray], List[np.ndarray]]] = (
-        collections.deque(maxlen=n_step))
+    # The open transitions' returns and discounts so far, oldest first: row i is the
+    # transition whose first reward is the (num_steps - open + 1 + i)-th of the episode.
+    self._returns = self._discounts = _NO_ROWS
     self._num_steps = -1  # Steps added this episode; -1 before add_first.
 
   def add_first(self, timestep: dm_env.TimeStep,
@@ -173,7 +174,7 @@ class NStepTransitionAdder(adders.Adder):
       self._writer = _CppWriter(self._client.trajectory_writer(
           num_keep_alive_refs=self._items_per_write + 2 * self._n_step,
           get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS))
-    self._window.clear()
+    self._returns = self._discounts = _NO_ROWS
     self._num_steps = 0
     features, *images = self._pack(timestep.observation, packed_observation)
     self._writer.append(self.layout.step_vector(features, None, None), images)
@@ -185,13 +186,13 @@ class NStepTransitionAdder(adders.Adder):
       raise ValueError('adder.add_first must be called before adder.add')
     if extras:
       raise ValueError('this adder writes no extras')
-    self._window.append(_flat_reward_and_discount(next_timestep))
+    self._advance(*_flat_reward_and_discount(next_timestep))
     self._num_steps += 1
     first = max(0, self._num_steps - self._n_step)
-    n_step_return, total_discount = self._accumulate(first)
     features, *images = self._pack(next_timestep.observation, packed_observation)
     self._writer.append(self.layout.step_vector(
-        features, tree.flatten(action), n_step_return + total_discount), images)
+        features, tree.flatten(action),
+        np.concatenate([self._returns[0], self._discounts[0]])), images)
     self._writer.create_item(first, self._num_steps, self._num_steps)
     if next_timestep.last():
       self._write_last(first)
@@ -203,7 +204,7 @@ class NStepTransitionAdder(adders.Adder):
     if self._writer is not None:
       self._write_items()
       self._writer.end_episode()
-    self._window.clear()
+    self._returns = self._discounts = _NO_ROWS
     self._num_steps = -1
 
   def close(self) -> None:
@@ -212,7 +213,7 @@ class NStepTransitionAdder(adders.Adder):
     if self._writer is not None:
       self._writer.close()
       self._writer = None
-    self._window.clear()
+    self._returns = self._discounts = _NO_ROWS
     self._num_steps = -1
 
   def _pack(self, observation, packed: Optional[packing.Packed]) -> packing.Packed:
@@ -221,22 +222,25 @@ class NStepTransitionAdder(adders.Adder):
   def _write_last(self, first: int) -> None:
     """The shorter transitions from each later state to the last observation."""
     last = self._num_steps
-    for row, start in enumerate(range(first + 1, last), start=last + 1):
-      n_step_return, total_discount = self._accumulate(start)
-      self._writer.append(
-          self.layout.step_vector(None, None, n_step_return + total_discount), None)
+    open_rows = zip(self._returns[1:], self._discounts[1:])
+    for row, start, (n_step_return, total_discount) in zip(
+        range(last + 1, 2 * last), range(first + 1, last), open_rows):
+      self._writer.append(self.layout.step_vector(
+          None, None, np.concatenate([n_step_return, total_discount])), None)
       self._writer.create_item(start, row, last)
 
-  def _accumulate(self, first: int) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-    """Acme's float32 recurrence for the return and discount of steps first..now."""
-    steps = list(self._window)[first - (self._num_steps - len(self._window)):]
-    n_step_return, total_discount = (list(x) for x in steps[0])
-    for rewards, discounts in steps[1:]:
-      for i, (reward, discount) in enumerate(zip(rewards, discounts)):
-        total_discount[i] = total_discount[i] * self._discount
-        n_step_return[i] = n_step_return[i] + reward * total_discount[i]
-        total_discount[i] = total_discount[i] * discount
-    return n_step_return, total_discount
+  def _advance(self, rewards: np.ndarray, discounts: np.ndarray) -> None:
+    """Adds a step's rewards to the open transitions (Acme's float32 recurrence: D *= g;
+    R += r D; D *= d), opens one that starts with them and keeps the last n."""
+    if not len(self._returns):
+      self._returns, self._discounts = rewards[None], discounts[None]
+      return
+    total_discounts = self._discounts * self._discount
+    returns = self._returns + rewards * total_discounts
+    total_discounts = total_discounts * discounts
+    kept = slice(max(0, len(returns) - self._n_step + 1), None)
+    self._returns = np.concatenate([returns[kept], rewards[None]])
+    self._discounts = np.concatenate([total_discounts[kept], discounts[None]])
 
   def _write_items(self) -> None:
     self._writer.write_items(self._table, _PRIORITY)
@@ -292,13 +296,13 @@ class _CppWriter:
 
 
 def _flat_reward_and_discount(timestep: dm_env.TimeStep
-                              ) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-  """Flat rewards, and one discount per reward (a scalar discount is shared)."""
-  rewards = tree.flatten(timestep.reward)
-  discounts = tree.flatten(timestep.discount)
+                              ) -> Tuple[np.ndarray, np.ndarray]:
+  """Flat float32 rewards, and one discount per reward (a scalar discount is shared)."""
+  rewards = np.asarray(tree.flatten(timestep.reward), np.float32)
+  discounts = np.asarray(tree.flatten(timestep.discount), np.float32)
   if len(discounts) == 1:
-    discounts = discounts * len(rewards)
+    discounts = np.repeat(discounts, len(rewards))
   elif len(discounts) != len(rewards):
     raise ValueError(f'the discount {timestep.discount} must be a scalar or have the '
                      f'structure of the reward {timestep.reward}')
-  return ([np.asarray(r) for r in rewards], [np.asarray(d) for d in discounts])
+  return rewards, discounts

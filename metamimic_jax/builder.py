@@ -185,6 +185,30 @@ class MetaMimicBuilder:
     Without `sigma`, the actor explores as the config says (`sigma`, and per episode
     down to `episode_min_sigma` if set); a given `sigma` is used for every step.
     """
+    return acting.MetaMimicActor(
+        random_key=random_key, adder=adder, **self._acting_parts(
+            networks, environment_spec, variable_source, policy, sigma,
+            variable_update_period, asynchronous_variables))
+
+  def make_actor_batch(self, random_keys: Sequence[jax.Array],
+                       networks: networks_lib.MetaMimicNetworks,
+                       environment_spec: specs.EnvironmentSpec,
+                       variable_source,
+                       replay_adders: Optional[Sequence[adders.Adder]] = None,
+                       policy: str = 'imitation',
+                       sigma: Optional[float] = None,
+                       variable_update_period: int = 1,
+                       asynchronous_variables: bool = False) -> acting.ActorBatch:
+    """make_actor's actor for each of len(random_keys) environments, acting together
+    (one policy call a step for all; see acting.ActorBatch)."""
+    return acting.ActorBatch(
+        random_keys=random_keys, adders=replay_adders, **self._acting_parts(
+            networks, environment_spec, variable_source, policy, sigma,
+            variable_update_period, asynchronous_variables))
+
+  def _acting_parts(self, networks, environment_spec, variable_source, policy, sigma,
+                    variable_update_period, asynchronous_variables):
+    """An actor's keyword arguments other than its random key(s) and adder(s)."""
     if policy not in ('imitation', 'task'):
       raise ValueError(f"policy must be 'imitation' or 'task', got {policy!r}")
     agent_networks = getattr(networks, policy)
@@ -201,5 +225,5 @@ class MetaMimicBuilder:
       sigma, min_sigma = self._config.sigma, self._config.episode_min_sigma
     else:
       min_sigma = None
-    return acting.MetaMimicActor(agent_networks, environment_spec, sigma, random_key,
-                                 client, adder, min_sigma=min_sigma)
+    return dict(networks=agent_networks, environment_spec=environment_spec, sigma=sigma,
+                variable_client=client, min_sigma=min_sigma)

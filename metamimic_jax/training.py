@@ -10,14 +10,14 @@ from typing import Dict, Iterator, Optional
 
 from absl import logging
 from acme import specs
-from acme.agents import agent as acme_agent
-from acme import environment_loop
 from acme.utils import counting
 import jax
 import numpy as np
 import reverb
 
+from metamimic_jax import acting
 from metamimic_jax import adders
+from metamimic_jax import batched_loop
 from metamimic_jax import checkpointing
 from metamimic_jax import demo_sets
 from metamimic_jax import evaluation
@@ -44,6 +44,8 @@ class TrainSettings:
   num_task_eval_episodes: int = 10
   checkpoint_minutes: float = 5.0
   seed: int = 0
+  # Training environments acting together, with one policy call a step for all.
+  num_envs: int = 1
   # 'metamimic', or 'task_only': the same D4PG learner on the task reward alone, its
   # actors running the task policy from the task's own initial states (no demos).
   agent: str = 'metamimic'
@@ -76,8 +78,8 @@ def _stop_requests() -> Iterator[_StopRequest]:
   """A request the first SIGINT or SIGTERM sets once training has begun; a second one,
   or one before (with nothing to save), stops at once.
 
-  Installed here, not left to Acme: its EnvironmentLoop.run hands signals to
-  Launchpad's dispatcher, which swallows them in a single process.
+  Installed here: Acme's EnvironmentLoop.run would hand signals to Launchpad's
+  dispatcher, which swallows them in a single process.
   """
   stop = _StopRequest()
   if threading.current_thread() is not threading.main_thread():
@@ -137,8 +139,11 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
         num_workers=settings.num_demo_workers, seed=settings.seed)
     logging.info('%d training and %d held-out demonstrations from %s',
                  len(train_demos), len(held_out_demos), demo_dir)
-  environment = builder.make_training_environment(train_demos, settings.seed)
-  spec = specs.make_environment_spec(environment)
+  if settings.num_envs < 1:
+    raise ValueError(f'num_envs must be >= 1, got {settings.num_envs}')
+  environments = [builder.make_training_environment(train_demos, settings.seed + 1000 * i)
+                  for i in range(settings.num_envs)]
+  spec = specs.make_environment_spec(environments[0])
   networks = builder.make_networks(spec)
 
   server = reverb.Server(builder.make_replay_tables(spec, enforce_samples_per_insert=False),
@@ -154,20 +159,21 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
       learner_key, networks, builder.make_dataset_iterator(address, spec), spec,
       counter=counting.Counter(counter, 'learner', time_delta=0.),
       logger=loggers.make_logger(settings.workdir, 'learner'))
-  adder = builder.make_adder(reverb.Client(address), spec)
-  actor = builder.make_actor(actor_key, networks, spec, learner, adder=adder,
-                             policy=builder.acting_policy)
-  # The adder holds back n - 1 steps and writes items in groups: start once
+  replay_adders = [builder.make_adder(reverb.Client(address), spec)
+                   for _ in environments]
+  actor = builder.make_actor_batch(
+      jax.random.split(actor_key, len(environments)), networks, spec, learner,
+      replay_adders, policy=builder.acting_policy)
+  # Each adder holds back n - 1 steps and writes items in groups: learn once
   # min_replay_size items exist.
-  agent = acme_agent.Agent(
-      actor, learner,
-      min_observations=(max(config.min_replay_size, config.batch_size) + config.n_step +
-                        adders.ITEMS_PER_WRITE),
+  schedule = _LearnerSchedule(
+      learner, actor, len(environments),
+      min_observations=(max(config.min_replay_size, config.batch_size) +
+                        len(environments) * (config.n_step + adders.ITEMS_PER_WRITE)),
       observations_per_step=config.batch_size / config.samples_per_insert)
-  actor_logger = loggers.make_logger(settings.workdir, 'actor')
-  loop = environment_loop.EnvironmentLoop(
-      environment, agent, counter=counting.Counter(counter, 'actor', time_delta=0.),
-      logger=actor_logger)
+  loop = batched_loop.BatchedEnvironmentLoop(
+      environments, actor, counter=counting.Counter(counter, 'actor', time_delta=0.),
+      logger=loggers.make_logger(settings.workdir, 'actor'), update=schedule.update)
 
   task_evaluator = builder.make_actor(task_key, networks, spec, learner, policy='task',
                                       sigma=0)
@@ -215,15 +221,16 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
   while not finished and not stop.is_set():
     # Whole episodes, so a run ends within one episode past max_env_steps, its wall
     # time or a stop signal, and evaluates after the first episode past each
-    # evaluation point and at its end. run_episode, not run: see _stop_requests.
-    actor_logger.write(loop.run_episode())
+    # evaluation point and at its end.
+    loop.run_until_episode_end()
     finished = done()
     if finished or actor_steps() >= next_evaluation:
       results = evaluate()
       checkpointer.save()
       next_evaluation = actor_steps() + settings.eval_every_env_steps
   checkpointer.save(force=True)
-  adder.close()
+  for adder in replay_adders:
+    adder.close()
   server.stop()
   if stop.is_set():
     logging.warning('Stopped by %s at %d env steps; checkpoint saved in %s: run the '
@@ -240,6 +247,34 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
   logging.info('Done. Metrics: %s/logs, checkpoints: %s, plots: %s',
                settings.workdir, checkpointer.directory, settings.workdir)
   return results
+
+
+class _LearnerSchedule:
+  """Acme's Agent schedule for a batch of environments: learner steps begin at
+  min_observations and then come one per observations_per_step observations (several
+  per observation below 1); the actor's parameters refresh after each step's learning."""
+
+  def __init__(self, learner, actor: acting.ActorBatch, observations_per_update: int,
+               min_observations: int, observations_per_step: float):
+    self._learner = learner
+    self._actor = actor
+    self._observations_per_update = observations_per_update
+    self._min_observations = min_observations
+    self._observations_per_step = observations_per_step
+    self._observations = 0
+    self._learner_steps = 0
+
+  def update(self) -> None:
+    self._observations += self._observations_per_update
+    beyond = self._observations - self._min_observations
+    if beyond < 0:
+      return
+    due = int(beyond / self._observations_per_step) + 1
+    for _ in range(due - self._learner_steps):
+      self._learner.step()
+    if due > self._learner_steps:
+      self._learner_steps = due
+      self._actor.update()
 
 
 def evaluator_log(workdir: str) -> str:
