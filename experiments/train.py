@@ -43,6 +43,9 @@ _MAX_WALL_MINUTES = flags.DEFINE_float('max_wall_minutes', 0.0,
 _EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 10_000,
                                    'Actor steps between evaluations.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_NUM_ENVS = flags.DEFINE_integer(
+    'num_envs', 1, 'Training environments acting together, with one policy call a step '
+    'for all of them (cheaper per step on a CPU).', lower_bound=1)
 _AGENT = flags.DEFINE_enum(
     'agent', 'metamimic', training.AGENTS, "'task_only': the task-policy experiment's "
     'baseline, the same D4PG learner on the task reward alone, without demonstrations.')
@@ -59,7 +62,8 @@ def main(argv):
       domain=_DOMAIN.value, workdir=_WORKDIR.value or f'runs/{_DOMAIN.value}',
       demo_dir=_DEMO_DIR.value, num_demos=_NUM_DEMOS.value,
       max_env_steps=_MAX_ENV_STEPS.value, max_wall_minutes=_MAX_WALL_MINUTES.value,
-      eval_every_env_steps=_EVAL_EVERY.value, seed=_SEED.value, agent=_AGENT.value)
+      eval_every_env_steps=_EVAL_EVERY.value, seed=_SEED.value, agent=_AGENT.value,
+      num_envs=_NUM_ENVS.value)
   try:
     results = training.run(settings, config)
   except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError,

@@ -11,7 +11,6 @@ from typing import Callable, Collection, Dict, Optional, Sequence
 
 from absl import logging
 from acme import core
-from acme import environment_loop
 from acme import specs
 from acme.utils import counting
 from acme.utils import signals
@@ -20,6 +19,7 @@ import launchpad as lp
 import numpy as np
 
 from metamimic_jax import adders
+from metamimic_jax import batched_loop
 from metamimic_jax import checkpointing
 from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
@@ -40,6 +40,7 @@ class ProgramSettings:
   workdir: str = 'runs/imitate_point_mass'
   demo_dir: str = 'runs/imitate_point_mass/demos'  # Holds train.h5 and held_out.h5.
   num_actors: int = 2
+  envs_per_actor: int = 1  # Environments an actor steps together, one policy call a step.
   max_actor_steps: int = 1_000_000
   min_sigma: float = 0.1  # Actor i explores with a sigma spaced geometrically
   max_sigma: float = 0.4  # between these (a single actor explores as the config says).
@@ -241,18 +242,20 @@ class ActorNode:
     lower_priority(ACTOR_NICENESS)
     parts = _Parts(settings, config)
     seed = settings.seed * 1000 + actor_id + 1
-    environment = parts.builder.make_demo_environment(parts.train_demos, seed)
-    actor = parts.builder.make_actor(
-        jax.random.PRNGKey(seed), parts.networks, parts.spec, learner,
-        adder=parts.builder.make_adder(replay, parts.spec),
+    environments = [parts.builder.make_demo_environment(parts.train_demos,
+                                                        seed + 100_000 * i)
+                    for i in range(settings.envs_per_actor)]
+    actor = parts.builder.make_actor_batch(
+        jax.random.split(jax.random.PRNGKey(seed), len(environments)), parts.networks,
+        parts.spec, learner,
+        [parts.builder.make_adder(replay, parts.spec) for _ in environments],
         sigma=settings.actor_sigma(actor_id), variable_update_period=100,
         asynchronous_variables=True)
-    self._loop = environment_loop.EnvironmentLoop(
+    self._loop = batched_loop.BatchedEnvironmentLoop(
         # Every episode's steps reach the program's counter at once (time_delta 0): an
         # actor blocked by the rate limiter would otherwise hold them back indefinitely.
-        environment, actor, counter=counting.Counter(counter, 'actor', time_delta=0.),
-        logger=loggers.make_logger(settings.workdir, f'actor_{actor_id}', time_delta=30),
-        label=f'actor_{actor_id}')
+        environments, actor, counter=counting.Counter(counter, 'actor', time_delta=0.),
+        logger=loggers.make_logger(settings.workdir, f'actor_{actor_id}', time_delta=30))
 
   def run(self) -> None:
     self._loop.run()

@@ -122,6 +122,8 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
   """run(), which ends early once `stop` is set."""
   if settings.agent not in AGENTS:
     raise ValueError(f'agent must be one of {AGENTS}, got {settings.agent!r}')
+  if settings.num_envs < 1:
+    raise ValueError(f'num_envs must be >= 1, got {settings.num_envs}')
   start = time.time()
   domain = make_domain(settings.domain)
   task_only = settings.agent == checkpointing.TASK_ONLY
@@ -139,8 +141,6 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
         num_workers=settings.num_demo_workers, seed=settings.seed)
     logging.info('%d training and %d held-out demonstrations from %s',
                  len(train_demos), len(held_out_demos), demo_dir)
-  if settings.num_envs < 1:
-    raise ValueError(f'num_envs must be >= 1, got {settings.num_envs}')
   environments = [builder.make_training_environment(train_demos, settings.seed + 1000 * i)
                   for i in range(settings.num_envs)]
   spec = specs.make_environment_spec(environments[0])

@@ -164,3 +164,17 @@ def test_sigterm_ends_an_in_process_run_after_the_episode_with_a_checkpoint(tmp_
   results = training.run(_settings(tmp_path, num_demos=4, max_env_steps=1), config)
   assert len(episodes) >= 2
   assert results['actor_steps'] == episodes[-1]
+
+
+def test_several_environments_act_together_and_every_step_is_counted(tmp_path):
+  config = MetaMimicConfig(batch_size=16, min_replay_size=50, policy_layer_sizes=(8,),
+                           critic_layer_sizes=(8,), train_task_policy=False)
+  results = training.run(_settings(tmp_path, num_demos=4, max_env_steps=600,
+                                   eval_every_env_steps=600, num_envs=3), config)
+  episodes = _logged_actor_steps(tmp_path)
+  # Equal-length demos: the three environments end their episodes together.
+  assert len(episodes) % 3 == 0 and len(episodes) >= 6
+  assert results['actor_steps'] == episodes[-1] >= 600
+  assert results['learner_steps'] > 0
+  with pytest.raises(ValueError, match='num_envs must be >= 1, got 0'):
+    training.run(_settings(tmp_path, num_envs=0), config)
