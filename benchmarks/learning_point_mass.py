@@ -46,6 +46,8 @@ _NUM_DEMOS = flags.DEFINE_integer('num_demos', training.TrainSettings.num_demos,
 _HELD_OUT_FRACTION = flags.DEFINE_float(
     'held_out_fraction', training.TrainSettings.held_out_fraction,
     'Fraction of the kept demos held out for evaluation.', lower_bound=0, upper_bound=1)
+_NUM_ENVS = flags.DEFINE_integer('num_envs', training.TrainSettings.num_envs,
+                                 'Training environments acting together.', lower_bound=1)
 _EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 10_000,
                                    'Actor steps between evaluations.', lower_bound=1)
 
@@ -69,7 +71,8 @@ def main(argv):
   settings = training.TrainSettings(
       domain=_DOMAIN.value, workdir=_WORKDIR.value, num_demos=_NUM_DEMOS.value,
       held_out_fraction=_HELD_OUT_FRACTION.value, max_env_steps=10**9,
-      max_wall_minutes=_MINUTES.value, eval_every_env_steps=_EVAL_EVERY.value)
+      max_wall_minutes=_MINUTES.value, eval_every_env_steps=_EVAL_EVERY.value,
+      num_envs=_NUM_ENVS.value)
   domain = make_domain(settings.domain)
   _, held_out = demo_sets.prepare(
       domain, os.path.join(settings.workdir, 'demos'), generate_if_absent=True,
