@@ -1,4 +1,6 @@
-"""Single-process training: in-process Reverb, Acme's Agent and EnvironmentLoop."""
+"""Single-process training: in-process Reverb, environments acting together
+(batched_loop) while the learner steps on Acme's Agent schedule, periodic held-out
+evaluation, checkpoints and a clean stop on Ctrl-C."""
 
 import contextlib
 import dataclasses
