@@ -27,6 +27,7 @@ domain's `train.h5`.
 import os
 import sys
 import time
+from typing import Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -155,8 +156,9 @@ def _actor_loop(environments, actor):
   return run_for
 
 
-def measure(domain_name: str):
-  """Best (wall, CPU) frames/s per stage over the rounds, stages run in turn."""
+def measure(domain_name: str, num_envs_stages: Sequence[int]):
+  """Best (wall, CPU) frames/s per stage over the rounds, stages run in turn; a full-loop
+  stage for each number of environments in `num_envs_stages`."""
   domain = make_domain(domain_name)
   num_demos = _JACO_DEMOS.value if domain_name == 'jaco_stack' else _POINT_MASS_DEMOS.value
   demos = _demonstrations(domain, num_demos)
@@ -183,7 +185,7 @@ def measure(domain_name: str):
       'demo env': _zero_action_loop(demo_environment, zeros),
       '+ policy': _actor_loop(demo_environments(1, 1), actor(1)),
   }
-  for num_envs in _num_envs():
+  for num_envs in num_envs_stages:
     stages[f'{num_envs} envs'] = _actor_loop(
         demo_environments(num_envs, 100), actor(num_envs, [
             builder.make_adder(client, spec) for _ in range(num_envs)]))
@@ -212,7 +214,7 @@ def _num_envs():
 
 def main(argv):
   del argv
-  _num_envs()
+  num_envs_stages = _num_envs()
   unknown = sorted(set(_DOMAINS.value) - set(DOMAIN_NAMES))
   if unknown:
     raise app.UsageError(f'unknown domains {unknown}; known: {", ".join(DOMAIN_NAMES)}')
@@ -220,7 +222,7 @@ def main(argv):
         f'variable_update_period {_UPDATE_PERIOD.value}; action_repeat '
         f'{_ACTION_REPEAT.value}; cores: {os.cpu_count()}')
   for domain_name in _DOMAINS.value:
-    best, resets = measure(domain_name)
+    best, resets = measure(domain_name, num_envs_stages)
     raw_wall, raw_cpu = best['raw']
     print(f'{domain_name}:{"wall frames/s":>23}{"CPU frames/s":>24}')
     for name, (wall, cpu) in best.items():

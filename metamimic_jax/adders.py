@@ -222,12 +222,12 @@ class NStepTransitionAdder(adders.Adder):
   def _write_last(self, first: int) -> None:
     """The shorter transitions from each later state to the last observation."""
     last = self._num_steps
-    open_rows = zip(self._returns[1:], self._discounts[1:])
-    for row, start, (n_step_return, total_discount) in zip(
-        range(last + 1, 2 * last), range(first + 1, last), open_rows):
+    # The open transitions after the one written last start at first + 1, .., last - 1.
+    for offset, (n_step_return, total_discount) in enumerate(
+        zip(self._returns[1:], self._discounts[1:]), start=1):
       self._writer.append(self.layout.step_vector(
           None, None, np.concatenate([n_step_return, total_discount])), None)
-      self._writer.create_item(start, row, last)
+      self._writer.create_item(first + offset, last + offset, last)
 
   def _advance(self, rewards: np.ndarray, discounts: np.ndarray) -> None:
     """Adds a step's rewards to the open transitions (Acme's float32 recurrence: D *= g;

@@ -5,9 +5,13 @@ import functools
 import os
 
 from acme import specs
+import jax
 
 from metamimic_jax import demonstrations
 from metamimic_jax import demonstrators
+from metamimic_jax import learner as learner_lib
+from metamimic_jax import learning
+from metamimic_jax import networks as networks_lib
 from metamimic_jax import training
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
@@ -20,6 +24,20 @@ def point_mass_demos(num: int = 4, first_seed: int = 0):
   domain = make_domain('point_mass')
   return tuple(demonstrators.record_demonstration(domain, s)
                for s in range(first_seed, first_seed + num))
+
+
+class PolicyParams:
+  """A VariableSource serving freshly initialised policy parameters."""
+
+  def __init__(self, networks, spec):
+    dummy_observation, dummy_action = networks_lib.dummy_inputs(spec)
+    self.state = learning.init_training_state(
+        jax.random.PRNGKey(3), networks, dummy_observation, dummy_action, TINY_CONFIG)
+
+  def get_variables(self, names):
+    policies = {learner_lib.MetaMimicLearner.IMITATION_POLICY: self.state.imitation,
+                learner_lib.MetaMimicLearner.TASK_POLICY: self.state.task}
+    return [policies[name].policy_params for name in names]
 
 
 def point_mass_setup(config: MetaMimicConfig = TINY_CONFIG, num_demos: int = 4):

@@ -1,33 +1,13 @@
 import dataclasses
 
 from acme import environment_loop
-from acme import specs as acme_specs
 import jax
 import numpy as np
 import pytest
 import reverb
 
-from metamimic_jax import acting
-from metamimic_jax import learner as learner_lib
-from metamimic_jax import learning
-from metamimic_jax import networks as networks_lib
 from metamimic_jax.rewards import imitation_reward
 from tests import helpers
-
-
-class _Params:
-  """A VariableSource serving freshly initialised policy parameters."""
-
-  def __init__(self, networks, spec):
-    dummy_observation, dummy_action = networks_lib.dummy_inputs(spec)
-    self.state = learning.init_training_state(
-        jax.random.PRNGKey(3), networks, dummy_observation, dummy_action,
-        helpers.TINY_CONFIG)
-
-  def get_variables(self, names):
-    policies = {learner_lib.MetaMimicLearner.IMITATION_POLICY: self.state.imitation,
-                learner_lib.MetaMimicLearner.TASK_POLICY: self.state.task}
-    return [policies[name].policy_params for name in names]
 
 
 class _RecordActions:
@@ -62,7 +42,7 @@ def test_actor_writes_the_transitions_it_experiences(replay):
   client = reverb.Client(f'localhost:{server.port}')
   networks = builder.make_networks(spec)
   actor = _RecordActions(builder.make_actor(
-      jax.random.PRNGKey(0), networks, spec, _Params(networks, spec),
+      jax.random.PRNGKey(0), networks, spec, helpers.PolicyParams(networks, spec),
       adder=builder.make_adder(client, spec)))
   environment.select_demonstration(1)
   environment_loop.EnvironmentLoop(environment, actor).run(num_episodes=1)
@@ -104,7 +84,7 @@ def test_actor_writes_the_transitions_it_experiences(replay):
 def test_exploration_noise_and_evaluation_policy(replay):
   builder, environment, spec, _ = replay
   networks = builder.make_networks(spec)
-  source = _Params(networks, spec)
+  source = helpers.PolicyParams(networks, spec)
   observation = environment.reset().observation
   greedy = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, sigma=0)
   noisy = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, sigma=0.5)
@@ -123,7 +103,7 @@ def test_each_episode_draws_its_sigma_from_the_configured_range(replay):
   config = dataclasses.replace(helpers.TINY_CONFIG, sigma=0.8, episode_min_sigma=0.05)
   builder, _, _ = helpers.point_mass_setup(config)
   networks = builder.make_networks(spec)
-  source = _Params(networks, spec)
+  source = helpers.PolicyParams(networks, spec)
   actor = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source)
   greedy = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source, sigma=0)
   timestep = environment.reset()
@@ -159,7 +139,7 @@ def test_task_actor_acts_on_task_and_demo_observations(replay):
   """The task policy reads only the observation, in either environment."""
   builder, environment, spec, _ = replay
   networks = builder.make_networks(spec)
-  source = _Params(networks, spec)
+  source = helpers.PolicyParams(networks, spec)
   actor = builder.make_actor(jax.random.PRNGKey(0), networks, spec, source,
                              policy='task', sigma=0)
   task_observation = builder.make_task_environment(seed=0).reset().observation

@@ -11,7 +11,6 @@ import reverb
 
 from metamimic_jax import batched_loop
 from tests import helpers
-from tests.test_acting import _Params
 
 
 def _items(client, table, layout):
@@ -31,7 +30,7 @@ def test_a_batch_of_actors_writes_what_single_actors_write():
   config = dataclasses.replace(helpers.TINY_CONFIG, n_step=3)
   builder, _, spec = helpers.point_mass_setup(config)
   networks = builder.make_networks(spec)
-  source = _Params(networks, spec)
+  source = helpers.PolicyParams(networks, spec)
   demos = helpers.point_mass_demos(4)
   keys = jax.random.split(jax.random.PRNGKey(7), 2)
   table = config.replay_table_name
