@@ -23,7 +23,6 @@ TINY_FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--action_repeat=1',
               '--batch_size=32', '--samples_per_insert=32', '--min_replay_size=100',
               '--policy_layers=32,32', '--critic_layers=32,32', '--eval_every_seconds=5',
               '--num_actors=2', '--progress_seconds=5']
-ENVS_PER_ACTOR = 2  # The finished run's actors each step two environments together.
 GROUPS = {'replay', 'counter', 'learner', 'actor', 'evaluator', 'coordinator'}
 
 
@@ -88,8 +87,7 @@ def _rows(workdir, label):
 @pytest.fixture(scope='module', name='finished_run')
 def _finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('imitate'))
-  returncode, output, labels = _launch_watching_labels(
-      workdir, '--max_actor_steps=2000', f'--envs_per_actor={ENVS_PER_ACTOR}')
+  returncode, output, labels = _launch_watching_labels(workdir, '--max_actor_steps=2000')
   assert returncode == 0, output[-6000:]
   return workdir, output, labels
 
@@ -107,18 +105,16 @@ def test_program_ends_by_itself_after_learning_and_evaluating(finished_run):
   # The SampleToInsertRatio limiter keeps samples (32 per learner step here) within
   # its error buffer (max(100 * 10% * 32, 2 * 32) = 320 samples = 10 learner steps) of
   # samples_per_insert (32) x (inserts - min_replay_size (100)). So learner steps track
-  # inserts - 100. Inserts exceed the counted actor steps by the unfinished episodes of
-  # the two actors' environments (at most 98 steps each), and fall short of them by the
-  # items each environment's adder has not yet created or had confirmed when the run
-  # stops (it creates them in groups); the learner lags its samples by the prefetched
-  # batches (allowed: 100 steps) and its counter's once-a-second sync: one second of its
-  # steps, ~250 on a quiet machine (the report's count trailed the learner's own log by
-  # 254 once).
-  environments = 2 * ENVS_PER_ACTOR
-  deferred = environments * (adders.ITEMS_PER_WRITE - 1 + adders.MAX_IN_FLIGHT_ITEMS)
+  # inserts - 100. Inserts exceed the counted actor steps by the two actors' unfinished
+  # episodes (at most 98 steps each), and fall short of them by the items each actor's
+  # adder has not yet created or had confirmed when the run stops (it creates them in
+  # groups); the learner lags its samples by the prefetched batches (allowed: 100
+  # steps) and its counter's once-a-second sync: one second of its steps, ~250 on a
+  # quiet machine (the report's count trailed the learner's own log by 254 once).
+  deferred = 2 * (adders.ITEMS_PER_WRITE - 1 + adders.MAX_IN_FLIGHT_ITEMS)
   one_second = learner_steps / counts['learner_walltime']
   assert (actor_steps - deferred - 100 - 10 - 100 - one_second <= learner_steps <=
-          actor_steps + environments * 98 - 100 + 10)
+          actor_steps + 2 * 98 - 100 + 10)
   imitation = _rows(workdir, 'evaluator_imitation')
   assert _rows(workdir, 'evaluator_task')
   for key in ('actor_steps', 'learner_steps'):  # Evaluations follow training in order.
@@ -161,10 +157,12 @@ def test_same_command_resumes(finished_run):
   with open(os.path.join(workdir, 'report.json')) as f:
     first = json.load(f)['counts']
   rows_before = len(_rows(workdir, 'evaluator_imitation'))
-  result = _launch(workdir, '--max_actor_steps=4000')
+  # Resumed with two environments per actor (batched acting; the first run had one).
+  result = _launch(workdir, '--max_actor_steps=4000', '--envs_per_actor=2')
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   output = result.stdout + result.stderr
   assert 'Restored checkpoint' in output and 'learner/ckpt_' in output
+  assert 'with 2 actors of 2 environments each' in output
   with open(os.path.join(workdir, 'report.json')) as f:
     second = json.load(f)['counts']
   assert second['actor_steps'] >= 4000
