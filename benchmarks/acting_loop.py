@@ -9,8 +9,9 @@ unless stated:
   + policy   the acting loop training uses (batched_loop) with one environment and the
              actor (default networks, exploration noise), no adder;
   N envs     the full loop: N demo envs acting together (one policy call a step for
-             all), each with the builder's adder writing to a local Reverb server; one
-             stage per value of --num_envs.
+             all), the builder's adder for N writing their transitions to a local
+             Reverb server (items of N, one from each); one stage per value of
+             --num_envs.
 It also prints the CPU milliseconds of a reset of the raw and the demo env (a demo env
 restores a demo's first state).
 The actor refreshes its parameters every `--variable_update_period` steps from a source
@@ -171,10 +172,10 @@ def measure(domain_name: str, num_envs_stages: Sequence[int]):
   server = reverb.Server(builder.make_replay_tables(spec, False), port=None)
   client = reverb.Client(f'localhost:{server.port}')
 
-  def actor(num_envs, replay_adders=None):
+  def actor(num_envs, adder=None):
     return builder.make_actor_batch(
         jax.random.split(jax.random.PRNGKey(1), num_envs), networks, spec, source,
-        replay_adders, variable_update_period=_UPDATE_PERIOD.value)
+        adder, variable_update_period=_UPDATE_PERIOD.value)
 
   def demo_environments(num_envs, seed):
     return [builder.make_demo_environment(demos, seed=seed + i) for i in range(num_envs)]
@@ -187,8 +188,8 @@ def measure(domain_name: str, num_envs_stages: Sequence[int]):
   }
   for num_envs in num_envs_stages:
     stages[f'{num_envs} envs'] = _actor_loop(
-        demo_environments(num_envs, 100), actor(num_envs, [
-            builder.make_adder(client, spec) for _ in range(num_envs)]))
+        demo_environments(num_envs, 100),
+        actor(num_envs, builder.make_adder(client, spec, num_envs)))
   resets = {'raw': _reset_milliseconds(domain.make_environment(0)),
             'demo env': _reset_milliseconds(demo_environment)}
   for run_for in stages.values():  # Compile and warm up.

@@ -97,7 +97,8 @@ def make_program(settings: distributed.ProgramSettings, config: MetaMimicConfig,
   program = lp.Program('metamimic')
   with program.group('replay'):
     replay = program.add_node(lp.ReverbNode(
-        lambda: builder.make_replay_tables(spec),
+        lambda: builder.make_replay_tables(
+            spec, transitions_per_item=settings.envs_per_actor),
         checkpoint_ctor=lambda: reverb.checkpointers.DefaultCheckpointer(
             os.path.join(settings.workdir, 'checkpoints', 'replay'))))
   with program.group('counter'):

@@ -11,7 +11,8 @@ then reads, so each observation is packed once.
 `ActorBatch` acts in several environments with one policy call a step for all of them:
 on a CPU the call and its eviction of the simulator's caches cost more than the call's
 arithmetic, so a batch pays them once for all its environments. Each environment keeps
-its own exploration and adder, exactly as one `MetaMimicActor` each would.
+its own exploration, exactly as one `MetaMimicActor` each would, and one adder writes
+all their transitions, an item holding one from each environment.
 """
 
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -76,28 +77,33 @@ class _Explorer:
 class ActorBatch:
   """Acts in `len(random_keys)` environments with one policy call for all of them.
 
-  Environment i explores with its own noise stream (seeded by random_keys[i]) and
-  writes to adders[i]: the same actions and items as a MetaMimicActor given that key and
-  adder. The policy's parameters come from one VariableClient.
+  Environment i explores with its own noise stream (seeded by random_keys[i]): the
+  same actions as a MetaMimicActor given that key. Its transitions go to `adder` as
+  environment i; with one environment any Acme adder serves, with several an
+  `adders.NStepTransitionAdder` for that many. The policy's parameters come from one
+  VariableClient.
   """
 
   def __init__(self, networks: ActorCriticNetworks,
                environment_spec: specs.EnvironmentSpec, sigma: float,
                random_keys: Sequence[jax.Array],
                variable_client: jax_utils.VariableClient,
-               adders: Optional[Sequence[Optional[acme_adders.Adder]]] = None,
+               adder: Optional[acme_adders.Adder] = None,
                min_sigma: Optional[float] = None):
     self._packer = packing.ObservationPacker(environment_spec.observations)
     self._policy = make_policy(networks, self._packer)
     self._explorers = [_Explorer(environment_spec.actions, sigma, key, min_sigma)
                        for key in random_keys]
     self._variable_client = variable_client
-    self._adders = list(adders or [None] * len(random_keys))
-    if len(self._adders) != len(random_keys):
-      raise ValueError(f'{len(random_keys)} random keys but {len(self._adders)} adders')
-    self._adders_take_packed = [
-        isinstance(adder, adders_lib.NStepTransitionAdder) and
-        adder.layout.observation_packer == self._packer for adder in self._adders]
+    self._adder = adder
+    self._adder_is_ours = isinstance(adder, adders_lib.NStepTransitionAdder)
+    if adder is not None and (
+        adder.num_environments != len(random_keys) if self._adder_is_ours
+        else len(random_keys) != 1):
+      raise ValueError(f'{len(random_keys)} environments need an adder for as many, got '
+                       f'{getattr(adder, "num_environments", type(adder).__name__)}')
+    self._adder_takes_packed = (self._adder_is_ours and
+                                adder.layout.observation_packer == self._packer)
     # Per environment, the last observation given to its adder, packed: select_actions
     # reads it next.
     self._observed: List[Optional[Tuple[object, packing.Packed]]] = (
@@ -125,23 +131,26 @@ class ActorBatch:
 
   def observe_first(self, index: int, timestep: dm_env.TimeStep) -> None:
     self._explorers[index].start_episode()
-    adder = self._adders[index]
-    if self._adders_take_packed[index]:
-      adder.add_first(timestep, packed_observation=self._pack(index, timestep))
-    elif adder:
-      adder.add_first(timestep)
+    if self._adder_is_ours:
+      self._adder.add_first(timestep, packed_observation=self._packed(index, timestep),
+                            environment=index)
+    elif self._adder:
+      self._adder.add_first(timestep)
 
   def observe(self, index: int, action: np.ndarray,
               next_timestep: dm_env.TimeStep) -> None:
-    adder = self._adders[index]
-    if self._adders_take_packed[index]:
-      adder.add(action, next_timestep,
-                packed_observation=self._pack(index, next_timestep))
-    elif adder:
-      adder.add(action, next_timestep)
+    if self._adder_is_ours:
+      self._adder.add(action, next_timestep,
+                      packed_observation=self._packed(index, next_timestep),
+                      environment=index)
+    elif self._adder:
+      self._adder.add(action, next_timestep)
 
-  def _pack(self, index: int, timestep: dm_env.TimeStep) -> packing.Packed:
-    """Packs the timestep's observation and keeps it for the next select_actions."""
+  def _packed(self, index: int, timestep: dm_env.TimeStep) -> Optional[packing.Packed]:
+    """The timestep's observation packed for the adder, kept for the next
+    select_actions; None if the adder packs differently."""
+    if not self._adder_takes_packed:
+      return None
     packed = self._packer.pack(timestep.observation)
     self._observed[index] = (timestep.observation, packed)
     return packed
@@ -168,7 +177,7 @@ class MetaMimicActor(core.Actor):
                random_key: jax.Array, variable_client: jax_utils.VariableClient,
                adder: Optional[acme_adders.Adder] = None, min_sigma: Optional[float] = None):
     self._batch = ActorBatch(networks, environment_spec, sigma, [random_key],
-                             variable_client, [adder], min_sigma)
+                             variable_client, adder, min_sigma)
 
   def select_action(self, observation) -> np.ndarray:
     return self._batch.select_actions([observation])[0]

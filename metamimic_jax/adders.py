@@ -1,30 +1,39 @@
-"""A lean n-step transition adder: Acme's items, a fraction of its per-step Python work.
+"""A lean n-step transition adder: Acme's transitions, written a batch at a time.
 
 It writes the transitions of `acme.adders.reverb.NStepTransitionAdder` (the same
-transitions, in the same order; tests/test_adders.py compares them) but keeps the
-n-step window itself instead of reading it back from the writer, and stores each step
-as one float32 vector plus the observation's images (`TransitionLayout`): Reverb's
-writer and the learner's dataset pay per column, so a row of one vector and an item of
-four cost a fraction of one column per leaf.
+transitions, in the same order; tests/test_adders.py compares them) for one or several
+environments acting together, and stores them as `TransitionLayout` says: a transition is
+one float32 vector plus its two observations' images, and a replay item holds
+`num_environments` transitions. Reverb's writer and the learner's dataset pay per call
+and per column, so an item of one vector column written once for all the environments
+acting together costs a fraction of an item per environment step (WORKSPACE_NOTES.md,
+"Acting loop speed").
 
-  - the returns and discounts of the (at most n) transitions still open are kept as
-    float32 arrays [open, reward keys] and advanced together with each step by Acme's
-    float32 recurrence (the same operations in the same order, elementwise);
-  - one append a step, holding only what items reference;
-  - items are created in groups of `items_per_write` (and at an episode's end), then
-    the writer waits until at most `max_in_flight_items` are unconfirmed. Acme creates
-    and sends every item as soon as its last step arrives, so every step wakes the
-    writer's and the server's threads; in the acting loop that cost ~6x the writing
-    itself (WORKSPACE_NOTES.md, "Acting loop speed"). Items reach the table up to a
-    group later, in the same order;
+  - each environment's open n-step returns and discounts are lists of float32 scalars
+    (one per reward key), advanced with each step by Acme's float32 recurrence (the
+    same operations in the same order): for the few numbers an environment step adds,
+    numpy scalars cost a third of what numpy's small-array operations do;
+  - each environment's last n + 1 (packed) observations and n actions are kept here, so
+    a finished transition is built as one vector;
+  - finished transitions wait until they fill an item (in the order they finish: with
+    environments stepped in turn, one each a step); an item is one writer row, its
+    transitions' vectors and images stacked. So an observation's images are stored
+    twice (as one transition's first and another's last observation): items that
+    referenced shared image rows instead would need Reverb to read a column's cells out
+    of order or twice, which its 0.7 writer cannot (it merges a chunk's references into
+    one slice);
+  - items are created in groups, then the writer waits until at most
+    `max_in_flight_items` are unconfirmed; at an episode's end, as Acme's, until all
+    are. Acme creates and sends every item as soon as its last step arrives, so every
+    step wakes the writer's and the server's threads;
   - it appends and creates items through the C++ writer under Reverb's Python
-    `TrajectoryWriter`, with its own row references: the Python layer flattens with
-    paths and wraps every reference in column objects on each call, which cost more
-    than everything else the adder does. `_CppWriter` is the one place that reaches
-    into Reverb's private API (pinned at 0.7).
+    `TrajectoryWriter`: the Python layer flattens with paths and wraps every reference
+    in column objects on each call. `_CppWriter` is the one place that reaches into
+    Reverb's private API (pinned at 0.7).
 """
 
-from typing import List, NamedTuple, Optional, Tuple
+import collections
+from typing import Deque, List, NamedTuple, Optional, Tuple
 
 from acme import adders
 from acme import specs
@@ -41,38 +50,32 @@ from metamimic_jax import packing
 
 # Items get uniform priority, as Acme's adders without a priority function.
 _PRIORITY = 1.0
-# Items created at once, and items left unconfirmed before the next group: with an
-# episode's n - 1 last items (n <= 10) below the 50 pending items at which Reverb's
-# writer logs that their number is "alarmingly high".
-ITEMS_PER_WRITE = 32
+# Transitions put into items at once, and items left unconfirmed before the next group:
+# with an episode's n - 1 last transitions (n <= 10), few enough that Reverb's writer
+# never has the 50 pending items at which it logs that their number is "alarmingly high".
+TRANSITIONS_PER_WRITE = 32
 MAX_IN_FLIGHT_ITEMS = 8
 # Acme's wait for the table signature: a distributed replay may take a while to start.
 _SIGNATURE_TIMEOUT_MS = 300_000
-# How replay stores transitions: 2 is `TransitionLayout` (session 5). Replay checkpoints
-# of an older layout cannot be resumed by this code.
-LAYOUT_VERSION = 2
-_NO_ROWS = np.zeros((0, 0), np.float32)  # No open transitions.
+# How replay stores transitions: 3 is `TransitionLayout` with items of several
+# self-contained transitions (session 11). Replay checkpoints of an older layout cannot
+# be resumed by this code.
+LAYOUT_VERSION = 3
 
 
-class StoredTransition(NamedTuple):
-  """A replay item: the rows an n-step transition reads, as `TransitionLayout` stores them.
-
-  `observation` and `next_observation` are packed observations (step vector, *images);
-  the action is read from `action_step`'s vector, the return and discount from
-  `return_step`'s.
-  """
-  observation: packing.Packed
-  action_step: np.ndarray
-  return_step: np.ndarray
-  next_observation: packing.Packed
+class StoredTransitions(NamedTuple):
+  """A replay item: transitions as `TransitionLayout` stores them, [transitions, ...]."""
+  vector: np.ndarray
+  observation_images: Tuple[np.ndarray, ...]
+  next_observation_images: Tuple[np.ndarray, ...]
 
 
 class TransitionLayout:
-  """How replay stores n-step transitions: a step is one float32 vector and the images.
+  """How replay stores n-step transitions: one float32 vector each, and the images.
 
-  The vector is [observation features | action | returns | discounts] (one return and
-  one discount per reward leaf); parts a row does not have are zeros. `unpack` turns
-  stored items, batched or not, back into Acme's `Transition`, with the dtypes of
+  The vector is [observation features | action | returns | discounts | next
+  observation features] (one return and one discount per reward leaf). `unpack` turns
+  stored items, of any leading shape, back into Acme's `Transition`, with the dtypes of
   Acme's n-step signature.
   """
 
@@ -88,47 +91,54 @@ class TransitionLayout:
     self._action = slice(features, features + action_size)
     self._returns = slice(self._action.stop, self._action.stop + num_rewards)
     self._discounts = slice(self._returns.stop, self._returns.stop + num_rewards)
-    self.size = self._discounts.stop
+    self._next_features = slice(self._discounts.stop, self._discounts.stop + features)
+    self.size = self._next_features.stop
 
-  def signature(self) -> StoredTransition:
-    step = tf.TensorSpec((self.size,), tf.float32)
-    images = tuple(tf.TensorSpec(s.shape, tf.uint8)
+  def signature(self) -> StoredTransitions:
+    """Items of any number of transitions."""
+    images = tuple(tf.TensorSpec((None, *s.shape), tf.uint8)
                    for s in self.observation_packer.spec[1:])
-    return StoredTransition((step, *images), step, step, (step, *images))
+    return StoredTransitions(tf.TensorSpec((None, self.size), tf.float32), images, images)
 
-  def step_vector(self, features: Optional[np.ndarray], action: Optional[list],
-                  returns_and_discounts: Optional[list]) -> np.ndarray:
-    """One row's vector; None parts stay zero."""
-    vector = np.zeros(self.size, np.float32)
-    if features is not None:
-      vector[self._features] = features
-    if action is not None:
-      vector[self._action] = np.ravel(action[0]) if len(action) == 1 else np.concatenate(
-          [np.ravel(a) for a in action])
-    if returns_and_discounts is not None:
-      vector[self._returns.start:] = returns_and_discounts
-    return vector
+  def vector(self, features: np.ndarray, action: np.ndarray, returns: List[np.float32],
+             discounts: List[np.float32], next_features: np.ndarray) -> np.ndarray:
+    """One transition's vector (action flat; a return and a discount per reward leaf)."""
+    return np.concatenate([features, action, returns, discounts, next_features],
+                          dtype=np.float32)
 
-  def unpack(self, item: StoredTransition) -> types.Transition:
+  def unpack(self, item: StoredTransitions) -> types.Transition:
     spec = self._transition_spec
     unpack = self.observation_packer.unpack
-    batch_shape = item.action_step.shape[:-1]
+    vector = item.vector
+    batch_shape = vector.shape[:-1]
 
-    def scalars(vector, part, specs_nest):
+    def scalars(part, specs_nest):
       return jax.tree.unflatten(self._reward_treedef, [
           vector[..., i].astype(s.dtype.as_numpy_dtype) for i, s in zip(
               range(part.start, part.stop), jax.tree.leaves(specs_nest))])
 
-    observation, *images = item.observation
-    next_observation, *next_images = item.next_observation
     return types.Transition(
-        observation=unpack((observation[..., self._features], *images)),
-        action=item.action_step[..., self._action].reshape(
+        observation=unpack((vector[..., self._features], *item.observation_images)),
+        action=vector[..., self._action].reshape(
             batch_shape + self._action_shape).astype(spec.action.dtype.as_numpy_dtype),
-        reward=scalars(item.return_step, self._returns, spec.reward),
-        discount=scalars(item.return_step, self._discounts, spec.discount),
-        next_observation=unpack((next_observation[..., self._features], *next_images)),
+        reward=scalars(self._returns, spec.reward),
+        discount=scalars(self._discounts, spec.discount),
+        next_observation=unpack((vector[..., self._next_features],
+                                 *item.next_observation_images)),
         extras=())
+
+
+class _Episode:
+  """One environment's episode so far, as far as its open transitions reach back: the
+  last n + 1 observations, the last n actions and the open returns and discounts (row
+  i: the transition from observations[i], oldest first)."""
+
+  def __init__(self, n_step: int, first: packing.Packed):
+    self.observations: Deque[packing.Packed] = collections.deque([first],
+                                                                 maxlen=n_step + 1)
+    self.actions: Deque[np.ndarray] = collections.deque(maxlen=n_step)
+    self.returns: List[List[np.float32]] = []
+    self.discounts: List[List[np.float32]] = []
 
 
 class NStepTransitionAdder(adders.Adder):
@@ -137,19 +147,25 @@ class NStepTransitionAdder(adders.Adder):
   R and D follow Acme: R = r_t + g d_t r_t+1 + ... + g^(m-1) d_t..d_t+m-2 r_t+m-1 and
   D = g^(m-1) d_t..d_t+m-1, per reward key (a scalar discount applies to every key),
   with m = n except for the shorter transitions at an episode's start and end.
-  Writer rows: row t holds o_t, a_t-1 and the return and discount of the item written
-  when o_t arrives (row 0 only o_0); the episode's shorter final items put theirs in
-  rows after the last observation's. The table's signature is `layout.signature()`.
 
-  A caller that has already packed an observation with `layout.observation_packer`
-  (the actor, for its policy) passes it as `packed_observation` to skip packing again.
+  It serves `num_environments` environments acting together (`environment` names one
+  in add_first and add); an item holds that many transitions, and finished transitions
+  that do not yet fill one are dropped by `close`. With one environment it is an Acme
+  adder. A caller that has already packed an observation with
+  `layout.observation_packer` (the actor, for its policy) passes it as
+  `packed_observation` to skip packing again.
   """
 
   def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float,
-               layout: TransitionLayout, items_per_write: int = ITEMS_PER_WRITE,
+               layout: TransitionLayout, num_environments: int = 1,
+               items_per_write: Optional[int] = None,
                max_in_flight_items: int = MAX_IN_FLIGHT_ITEMS):
     if n_step < 1:
       raise ValueError(f'n_step must be >= 1, got {n_step}')
+    if num_environments < 1:
+      raise ValueError(f'num_environments must be >= 1, got {num_environments}')
+    if items_per_write is None:
+      items_per_write = max(1, TRANSITIONS_PER_WRITE // num_environments)
     if items_per_write < 1:
       raise ValueError(f'items_per_write must be >= 1, got {items_per_write}')
     self._client = client
@@ -157,126 +173,128 @@ class NStepTransitionAdder(adders.Adder):
     self._n_step = n_step
     self._discount = np.float32(discount)
     self.layout = layout
+    self.num_environments = num_environments
     self._items_per_write = items_per_write
     self._max_in_flight_items = max_in_flight_items
     self._writer: Optional[_CppWriter] = None
-    # The open transitions' returns and discounts so far, oldest first: row i is the
-    # transition whose first reward is the (num_steps - open + 1 + i)-th of the episode.
-    self._returns = self._discounts = _NO_ROWS
-    self._num_steps = -1  # Steps added this episode; -1 before add_first.
+    self._episodes: List[Optional[_Episode]] = [None] * num_environments
+    # Finished transitions not yet in an item: (vector, first images, next images).
+    self._finished: List[Tuple[np.ndarray, tuple, tuple]] = []
 
   def add_first(self, timestep: dm_env.TimeStep,
-                packed_observation: Optional[packing.Packed] = None) -> None:
+                packed_observation: Optional[packing.Packed] = None,
+                environment: int = 0) -> None:
     if not timestep.first():
       raise ValueError('adder.add_first needs a first timestep (timestep.first())')
     if self._writer is None:
-      # A waiting item reaches back a group and n rows; n more leave the chunker room.
       self._writer = _CppWriter(self._client.trajectory_writer(
-          num_keep_alive_refs=self._items_per_write + 2 * self._n_step,
+          # A group, and the items an episode's end adds to it.
+          num_keep_alive_refs=self._items_per_write + self._n_step,
           get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS))
-    self._returns = self._discounts = _NO_ROWS
-    self._num_steps = 0
-    features, *images = self._pack(timestep.observation, packed_observation)
-    self._writer.append(self.layout.step_vector(features, None, None), images)
+    self._episodes[environment] = _Episode(
+        self._n_step, self._pack(timestep.observation, packed_observation))
 
   def add(self, action: types.NestedArray, next_timestep: dm_env.TimeStep,
           extras: types.NestedArray = (),
-          packed_observation: Optional[packing.Packed] = None) -> None:
-    if self._num_steps < 0:
+          packed_observation: Optional[packing.Packed] = None,
+          environment: int = 0) -> None:
+    episode = self._episodes[environment]
+    if episode is None:
       raise ValueError('adder.add_first must be called before adder.add')
     if extras:
       raise ValueError('this adder writes no extras')
-    self._advance(*_flat_reward_and_discount(next_timestep))
-    self._num_steps += 1
-    first = max(0, self._num_steps - self._n_step)
+    _advance(episode, *_flat_reward_and_discount(next_timestep), self._discount,
+             self._n_step)
+    episode.actions.append(np.ravel(action) if isinstance(action, np.ndarray)
+                           else np.concatenate([np.ravel(a) for a in tree.flatten(action)]))
     features, *images = self._pack(next_timestep.observation, packed_observation)
-    self._writer.append(self.layout.step_vector(
-        features, tree.flatten(action),
-        np.concatenate([self._returns[0], self._discounts[0]])), images)
-    self._writer.create_item(first, self._num_steps, self._num_steps)
-    if next_timestep.last():
-      self._write_last(first)
-      self.reset()
+    episode.observations.append((features, *images))
+    # The oldest open transition ends here: from observations[0], by actions[0].
+    # At an episode's end the later ones end here too, shorter.
+    last = len(episode.returns) if next_timestep.last() else 1
+    for i in range(last):
+      first_features, *first_images = episode.observations[i]
+      self._finished.append((self.layout.vector(
+          first_features, episode.actions[i], episode.returns[i], episode.discounts[i],
+          features), first_images, images))
+    self._create_items()
+    if next_timestep.last():  # As Acme's end of an episode: every item confirmed.
+      self._episodes[environment] = None
+      self._write_items(until_in_flight=0)
     elif self._writer.num_waiting_items >= self._items_per_write:
-      self._write_items()
+      self._write_items(self._max_in_flight_items)
 
   def reset(self) -> None:
+    """Forgets every environment's open episode; finished transitions stay to be written."""
     if self._writer is not None:
-      self._write_items()
-      self._writer.end_episode()
-    self._returns = self._discounts = _NO_ROWS
-    self._num_steps = -1
+      self._write_items(until_in_flight=0)
+    self._episodes = [None] * self.num_environments
 
   def close(self) -> None:
     """Ends the stream to the server, whose stop() would wait ~5 s on an open one;
-    items of the unfinished episode are dropped."""
+    transitions not yet in an item and the open episodes are dropped."""
     if self._writer is not None:
       self._writer.close()
       self._writer = None
-    self._returns = self._discounts = _NO_ROWS
-    self._num_steps = -1
+    self._episodes = [None] * self.num_environments
+    self._finished = []
 
   def _pack(self, observation, packed: Optional[packing.Packed]) -> packing.Packed:
     return self.layout.observation_packer.pack(observation) if packed is None else packed
 
-  def _write_last(self, first: int) -> None:
-    """The shorter transitions from each later state to the last observation."""
-    last = self._num_steps
-    # The open transitions after the one written last start at first + 1, .., last - 1.
-    for offset, (n_step_return, total_discount) in enumerate(
-        zip(self._returns[1:], self._discounts[1:]), start=1):
-      self._writer.append(self.layout.step_vector(
-          None, None, np.concatenate([n_step_return, total_discount])), None)
-      self._writer.create_item(first + offset, last + offset, last)
+  def _create_items(self) -> None:
+    size = self.num_environments
+    while len(self._finished) >= size:
+      transitions, self._finished = self._finished[:size], self._finished[size:]
+      vectors, first_images, next_images = zip(*transitions)
+      self._writer.create_item(
+          [_stack(vectors)] + [_stack(column) for column in zip(*first_images)] +
+          [_stack(column) for column in zip(*next_images)])
 
-  def _advance(self, rewards: np.ndarray, discounts: np.ndarray) -> None:
-    """Adds a step's rewards to the open transitions (Acme's float32 recurrence: D *= g;
-    R += r D; D *= d), opens one that starts with them and keeps the last n."""
-    if not len(self._returns):
-      self._returns, self._discounts = rewards[None], discounts[None]
-      return
-    total_discounts = self._discounts * self._discount
-    returns = self._returns + rewards * total_discounts
-    total_discounts = total_discounts * discounts
-    kept = slice(max(0, len(returns) - self._n_step + 1), None)
-    self._returns = np.concatenate([returns[kept], rewards[None]])
-    self._discounts = np.concatenate([total_discounts[kept], discounts[None]])
-
-  def _write_items(self) -> None:
+  def _write_items(self, until_in_flight: int) -> None:
+    """Creates the waiting items, then waits until at most `until_in_flight` of all
+    items written are unconfirmed."""
     self._writer.write_items(self._table, _PRIORITY)
-    self._writer.flush(self._max_in_flight_items)
+    self._writer.flush(until_in_flight)
+
+
+def _stack(arrays: Tuple[np.ndarray, ...]) -> np.ndarray:
+  """np.stack, without its checks for one array (a twentieth of its time)."""
+  return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
+def _advance(episode: _Episode, rewards: List[np.float32], discounts: List[np.float32],
+             discount: np.float32, n_step: int) -> None:
+  """Adds a step's rewards to the episode's open transitions (Acme's float32 recurrence,
+  per reward key: D *= g; R += r D; D *= d), opens one that starts with them and keeps
+  the last n."""
+  for returns, total_discounts in zip(episode.returns, episode.discounts):
+    for k, (reward, step_discount) in enumerate(zip(rewards, discounts)):
+      total_discount = total_discounts[k] * discount
+      returns[k] = returns[k] + reward * total_discount
+      total_discounts[k] = total_discount * step_discount
+  episode.returns.append(list(rewards))
+  episode.discounts.append(list(discounts))
+  if len(episode.returns) > n_step:
+    del episode.returns[0], episode.discounts[0]
 
 
 class _CppWriter:
-  """Appends rows and creates items with Reverb's C++ trajectory writer directly.
-
-  A row is (step vector, *images); the rows after the last observation have no images
-  (None, as Reverb's Python writer sends a missing column). Items wait, as the rows
-  they read, until `write_items`.
-  """
+  """Appends rows and creates items with Reverb's C++ trajectory writer directly: an
+  item is one row, all of it. Items wait, as the rows they read, until `write_items`."""
 
   def __init__(self, writer: reverb.TrajectoryWriter):
     self._writer = writer
     self._cpp = writer._writer  # pylint: disable=protected-access
-    self._num_images: Optional[int] = None
-    self._rows: List[list] = []  # This episode's rows of data references.
-    self._waiting_items: List[list] = []  # Each item's references, in signature order.
-
-  def append(self, vector: np.ndarray, images: Optional[list]) -> None:
-    if self._num_images is None:
-      self._num_images = len(images)
-    self._rows.append(self._cpp.Append(
-        [vector] + ([None] * self._num_images if images is None else images)))
+    self._waiting_items: List[list] = []  # Each item's row of references.
 
   @property
   def num_waiting_items(self) -> int:
     return len(self._waiting_items)
 
-  def create_item(self, first: int, return_row: int, last: int) -> None:
-    """Queues the `StoredTransition` of o_first, a_first, R, D and o_last."""
-    state, end = self._rows[first], self._rows[last]
-    self._waiting_items.append(
-        state + [self._rows[first + 1][0], self._rows[return_row][0]] + end)
+  def create_item(self, columns: List[np.ndarray]) -> None:
+    """Queues the item of one row holding `columns`."""
+    self._waiting_items.append(self._cpp.Append(columns))
 
   def write_items(self, table: str, priority: float) -> None:
     for references in self._waiting_items:
@@ -287,22 +305,18 @@ class _CppWriter:
   def flush(self, block_until_num_items: int) -> None:
     self._writer.flush(block_until_num_items)
 
-  def end_episode(self) -> None:
-    self._writer.end_episode(clear_buffers=True)
-    self._rows = []
-
   def close(self) -> None:
     self._writer.close()
 
 
 def _flat_reward_and_discount(timestep: dm_env.TimeStep
-                              ) -> Tuple[np.ndarray, np.ndarray]:
+                              ) -> Tuple[List[np.float32], List[np.float32]]:
   """Flat float32 rewards, and one discount per reward (a scalar discount is shared)."""
-  rewards = np.asarray(tree.flatten(timestep.reward), np.float32)
-  discounts = np.asarray(tree.flatten(timestep.discount), np.float32)
+  rewards = [np.float32(r) for r in tree.flatten(timestep.reward)]
+  discounts = [np.float32(d) for d in tree.flatten(timestep.discount)]
   if len(discounts) == 1:
-    discounts = np.repeat(discounts, len(rewards))
-  elif len(discounts) != len(rewards):
+    return rewards, discounts * len(rewards)
+  if len(discounts) != len(rewards):
     raise ValueError(f'the discount {timestep.discount} must be a scalar or have the '
                      f'structure of the reward {timestep.reward}')
   return rewards, discounts

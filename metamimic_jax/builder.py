@@ -5,11 +5,11 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 from acme import adders
 from acme import specs
 from acme import types
-from acme import datasets
 from acme.utils import counting
 from acme.utils import loggers
 import jax
 import reverb
+import tensorflow as tf
 
 from metamimic_jax import acting
 from metamimic_jax import adders as adders_lib
@@ -94,8 +94,10 @@ class MetaMimicBuilder:
                                       self.policy_goal_keys)
 
   def make_replay_tables(self, environment_spec: specs.EnvironmentSpec,
-                         enforce_samples_per_insert: bool = True) -> List[reverb.Table]:
-    """The experience memory.
+                         enforce_samples_per_insert: bool = True,
+                         transitions_per_item: int = 1) -> List[reverb.Table]:
+    """The experience memory, of items of `transitions_per_item` transitions (one from
+    each environment an actor steps together); the config's sizes count transitions.
 
     Without `enforce_samples_per_insert` (single-process loops, which pace learning
     themselves) sampling needs only one item: a larger minimum could deadlock the loop,
@@ -103,18 +105,22 @@ class MetaMimicBuilder:
     """
     config = self._config
     if enforce_samples_per_insert:
+      # An item sampled and an item inserted are both `transitions_per_item`
+      # transitions, so samples per insert is the same counted in items.
+      min_items = -(-config.min_replay_size // transitions_per_item)
       tolerance = config.samples_per_insert_tolerance_rate * config.samples_per_insert
       limiter = reverb.rate_limiters.SampleToInsertRatio(
-          min_size_to_sample=config.min_replay_size,
+          min_size_to_sample=min_items,
           samples_per_insert=config.samples_per_insert,
-          error_buffer=max(config.min_replay_size * tolerance, 2 * config.batch_size))
+          error_buffer=max(min_items * tolerance,
+                           2 * config.batch_size / transitions_per_item))
     else:
       limiter = reverb.rate_limiters.MinSize(1)
     return [reverb.Table(
         name=config.replay_table_name,
         sampler=reverb.selectors.Uniform(),
         remover=reverb.selectors.Fifo(),
-        max_size=config.max_replay_size,
+        max_size=max(1, config.max_replay_size // transitions_per_item),
         rate_limiter=limiter,
         signature=self.make_transition_layout(environment_spec).signature())]
 
@@ -124,34 +130,48 @@ class MetaMimicBuilder:
     return adders_lib.TransitionLayout(environment_spec)
 
   def make_adder(self, replay_client: reverb.Client,
-                 environment_spec: specs.EnvironmentSpec
+                 environment_spec: specs.EnvironmentSpec, num_environments: int = 1
                  ) -> adders_lib.NStepTransitionAdder:
-    """Acme's n-step transitions, written by our leaner adder (see adders.py)."""
+    """Acme's n-step transitions of `num_environments` environments acting together,
+    written by our leaner adder (see adders.py), an item holding one from each."""
     return adders_lib.NStepTransitionAdder(
         replay_client, self._config.replay_table_name, self._config.n_step,
-        self._config.discount, self.make_transition_layout(environment_spec))
+        self._config.discount, self.make_transition_layout(environment_spec),
+        num_environments)
 
   def make_dataset_iterator(self, replay_server_address: str,
                             environment_spec: specs.EnvironmentSpec,
-                            devices: Optional[Sequence[jax.Device]] = None
+                            devices: Optional[Sequence[jax.Device]] = None,
+                            transitions_per_item: int = 1
                             ) -> Iterator[types.Transition]:
     """Batches of (unpacked) transitions, split over `devices` and prefetched onto them;
     with `sgd_steps_per_call` K, K batches per item, [devices, K, batch / devices, ...].
 
-    With several learner processes (multi-host) each samples its own share of the batch,
-    batch_size / num_processes, from `replay_server_address`.
+    Replay items of several transitions (`transitions_per_item` as the actors write
+    them; items of another size, from a resumed replay, are read as well) are split
+    into transitions before batching. With several learner processes (multi-host) each
+    samples its own share of the batch, batch_size / num_processes, from
+    `replay_server_address`.
     """
     steps = self._config.sgd_steps_per_call
     devices = devices or jax.local_devices()
     batch_size = multihost.process_batch_size(self._config.batch_size,
                                               multihost.pmap_devices(devices))
-    dataset = datasets.make_reverb_dataset(
-        server_address=replay_server_address, batch_size=batch_size * steps,
-        prefetch_size=self._config.prefetch_size,
-        table=self._config.replay_table_name, num_parallel_calls=2)
+
+    def worker_dataset(unused_index):
+      items = reverb.TrajectoryDataset.from_table_signature(
+          server_address=replay_server_address, table=self._config.replay_table_name,
+          max_in_flight_samples_per_worker=max(
+              1, 2 * batch_size * steps // transitions_per_item))
+      return (items.map(lambda sample: sample.data).unbatch()
+              .batch(batch_size * steps, drop_remainder=True))
+
+    # Acme's make_reverb_dataset, with items split: two workers, interleaved.
+    dataset = tf.data.Dataset.range(2).interleave(
+        worker_dataset, cycle_length=2, num_parallel_calls=2, deterministic=False
+    ).prefetch(self._config.prefetch_size)
     layout = self.make_transition_layout(environment_spec)
-    transitions = (layout.unpack(sample.data)
-                   for sample in dataset.as_numpy_iterator())
+    transitions = (layout.unpack(item) for item in dataset.as_numpy_iterator())
     return jax_utils.sharded_prefetch(transitions, devices,
                                       self._config.prefetch_size, steps)
 
@@ -194,15 +214,16 @@ class MetaMimicBuilder:
                        networks: networks_lib.MetaMimicNetworks,
                        environment_spec: specs.EnvironmentSpec,
                        variable_source,
-                       replay_adders: Optional[Sequence[adders.Adder]] = None,
+                       adder: Optional[adders_lib.NStepTransitionAdder] = None,
                        policy: str = 'imitation',
                        sigma: Optional[float] = None,
                        variable_update_period: int = 1,
                        asynchronous_variables: bool = False) -> acting.ActorBatch:
     """make_actor's actor for each of len(random_keys) environments, acting together
-    (one policy call a step for all; see acting.ActorBatch)."""
+    (one policy call a step for all; see acting.ActorBatch), with one adder for all
+    (`make_adder` for that many environments)."""
     return acting.ActorBatch(
-        random_keys=random_keys, adders=replay_adders, **self._acting_parts(
+        random_keys=random_keys, adder=adder, **self._acting_parts(
             networks, environment_spec, variable_source, policy, sigma,
             variable_update_period, asynchronous_variables))
 

@@ -149,7 +149,8 @@ class LearnerNode:
     parts = _Parts(settings, config)
     self._learner = parts.builder.make_learner(
         jax.random.PRNGKey(settings.seed), parts.networks,
-        parts.builder.make_dataset_iterator(replay.server_address, parts.spec),
+        parts.builder.make_dataset_iterator(replay.server_address, parts.spec,
+                                            transitions_per_item=settings.envs_per_actor),
         parts.spec,
         counter=counting.Counter(counter, 'learner'),
         logger=loggers.make_logger(settings.workdir, 'learner'))
@@ -248,7 +249,7 @@ class ActorNode:
     actor = parts.builder.make_actor_batch(
         jax.random.split(jax.random.PRNGKey(seed), len(environments)), parts.networks,
         parts.spec, learner,
-        [parts.builder.make_adder(replay, parts.spec) for _ in environments],
+        parts.builder.make_adder(replay, parts.spec, len(environments)),
         sigma=settings.actor_sigma(actor_id), variable_update_period=100,
         asynchronous_variables=True)
     self._loop = batched_loop.BatchedEnvironmentLoop(

@@ -148,8 +148,9 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
   spec = specs.make_environment_spec(environments[0])
   networks = builder.make_networks(spec)
 
-  server = reverb.Server(builder.make_replay_tables(spec, enforce_samples_per_insert=False),
-                         port=None)
+  num_envs = len(environments)
+  server = reverb.Server(builder.make_replay_tables(
+      spec, enforce_samples_per_insert=False, transitions_per_item=num_envs), port=None)
   address = f'localhost:{server.port}'
   key = jax.random.PRNGKey(settings.seed)
   learner_key, actor_key, imitation_key, task_key = jax.random.split(key, 4)
@@ -158,20 +159,21 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
   # checkpoints read exact counts, not ones up to a second old.
   counter = counting.Counter()
   learner = builder.make_learner(
-      learner_key, networks, builder.make_dataset_iterator(address, spec), spec,
+      learner_key, networks,
+      builder.make_dataset_iterator(address, spec, transitions_per_item=num_envs), spec,
       counter=counting.Counter(counter, 'learner', time_delta=0.),
       logger=loggers.make_logger(settings.workdir, 'learner'))
-  replay_adders = [builder.make_adder(reverb.Client(address), spec)
-                   for _ in environments]
+  adder = builder.make_adder(reverb.Client(address), spec, num_envs)
   actor = builder.make_actor_batch(
-      jax.random.split(actor_key, len(environments)), networks, spec, learner,
-      replay_adders, policy=builder.acting_policy)
-  # Each adder holds back n - 1 steps and writes items in groups: learn once
-  # min_replay_size items exist.
+      jax.random.split(actor_key, num_envs), networks, spec, learner, adder,
+      policy=builder.acting_policy)
+  # The adder holds back each environment's n - 1 steps, fills items of one transition
+  # per environment and writes them in groups: learn once min_replay_size transitions
+  # are in replay.
   schedule = _LearnerSchedule(
-      learner, actor, len(environments),
+      learner, actor, num_envs,
       min_observations=(max(config.min_replay_size, config.batch_size) +
-                        len(environments) * (config.n_step + adders.ITEMS_PER_WRITE)),
+                        num_envs * (config.n_step + 1) + adders.TRANSITIONS_PER_WRITE),
       observations_per_step=config.batch_size / config.samples_per_insert)
   loop = batched_loop.BatchedEnvironmentLoop(
       environments, actor, counter=counting.Counter(counter, 'actor', time_delta=0.),
@@ -231,8 +233,7 @@ def _run(settings: TrainSettings, config: MetaMimicConfig,
       checkpointer.save()
       next_evaluation = actor_steps() + settings.eval_every_env_steps
   checkpointer.save(force=True)
-  for adder in replay_adders:
-    adder.close()
+  adder.close()
   server.stop()
   if stop.is_set():
     logging.warning('Stopped by %s at %d env steps; checkpoint saved in %s: run the '

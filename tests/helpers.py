@@ -61,3 +61,10 @@ def tiny_point_mass_run(workdir, demo_frames: int = 12) -> None:
   training.run(training.TrainSettings(
       workdir=str(workdir), demo_dir=demo_dir, max_env_steps=20, eval_every_env_steps=20,
       num_task_eval_episodes=1), TINY_CONFIG)
+
+
+def one_transition(layout, item):
+  """The transition of a replay item written by one environment's adder."""
+  transitions = layout.unpack(item)
+  assert len(transitions.action) == 1, 'an item of one environment holds one transition'
+  return jax.tree.map(lambda x: x[0], transitions)

@@ -52,8 +52,9 @@ def test_actor_writes_the_transitions_it_experiences(replay):
   assert client.server_info()[table].current_size == steps
   samples = client.sample(table, num_samples=3000, emit_timesteps=False,
                           unpack_as_table_signature=True)
-  unpack = builder.make_transition_layout(spec).unpack
-  items = list({sample.info.key: unpack(sample.data) for sample in samples}.values())
+  layout = builder.make_transition_layout(spec)
+  items = list({sample.info.key: helpers.one_transition(layout, sample.data)
+                for sample in samples}.values())
   assert len(items) == steps  # 3000 uniform draws see all 99 items.
   frames = np.concatenate([demo.observations['position'],
                            demo.observations['velocity']], axis=1)

@@ -2,6 +2,7 @@ import time
 
 import dm_env
 from acme import specs
+import jax
 from acme.adders import reverb as acme_adders
 import numpy as np
 import pytest
@@ -57,6 +58,13 @@ def _items(client, table):
   return [sample.data for sample in samples]
 
 
+def _transitions(layout, items):
+  """Every transition of `items`, in order (an item holds one or more)."""
+  return [jax.tree.map(lambda x, i=i: x[i], transitions)
+          for transitions in map(layout.unpack, items)
+          for i in range(len(transitions.action))]
+
+
 @pytest.mark.parametrize('dict_discount', [False, True])
 def test_writes_what_acme_writes(dict_discount):
   spec = _environment_spec(dict_discount)
@@ -96,14 +104,69 @@ def test_writes_what_acme_writes(dict_discount):
   # Per episode of T steps: T + n - 1 items (min(T, n) - 1 fewer when T < n).
   assert len(expected) == (7 + 2) + (6 + 2) + (2 + 1) + 1
   assert len(stored) == len(stored_prepacked) == len(expected)
-  # An item is 8 arrays (each observation a step vector and two pixels; the action's and
-  # the return's step vectors), not Acme's 14 leaves.
-  assert len(tree.flatten(stored[0])) == 8
-  for want, got, got_prepacked in zip(expected, stored, stored_prepacked):
-    tree.map_structure(np.testing.assert_array_equal, want, layout.unpack(got))
-    tree.map_structure(np.testing.assert_array_equal, want, layout.unpack(got_prepacked))
-    tree.map_structure(lambda w, g: np.testing.assert_equal(g.dtype, w.dtype), want,
-                       layout.unpack(got))
+  # An item is 5 arrays (one vector, and each observation's two pixels), not Acme's 14
+  # leaves; with one environment it holds one transition.
+  assert len(tree.flatten(stored[0])) == 5 and len(stored[0].vector) == 1
+  for want, got, got_prepacked in zip(expected, _transitions(layout, stored),
+                                      _transitions(layout, stored_prepacked)):
+    tree.map_structure(np.testing.assert_array_equal, want, got)
+    tree.map_structure(np.testing.assert_array_equal, want, got_prepacked)
+    tree.map_structure(lambda w, g: np.testing.assert_equal(g.dtype, w.dtype), want, got)
+
+
+def _flat(transition) -> tuple:
+  return tuple(np.concatenate([np.ravel(x).astype(np.float64)
+                               for x in tree.flatten(transition)]))
+
+
+def test_environments_acting_together_share_items_of_one_transition_each():
+  """Two environments stepped in turn, with episodes of different lengths: items of
+  two transitions, in the order they finish, holding exactly the transitions Acme
+  writes for each environment's episodes."""
+  spec = _environment_spec(dict_discount=True)
+  layout = adders.TransitionLayout(spec)
+  server = reverb.Server([
+      reverb.Table.queue('acme', 1000,
+                         signature=acme_adders.NStepTransitionAdder.signature(spec)),
+      reverb.Table.queue('lean', 1000, signature=layout.signature())], port=None)
+  rng = np.random.default_rng(4)
+  lengths = ((7, 2, 1), (6, 4, 1))  # Per environment.
+  episodes = [[_episode(rng, length, 'termination', True) for length in per_environment]
+              for per_environment in lengths]
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    reference = acme_adders.NStepTransitionAdder(
+        client, N_STEP, DISCOUNT, priority_fns={'acme': None})
+    for first, steps in episodes[0] + episodes[1]:
+      reference.add_first(first)
+      for action, timestep in steps:
+        reference.add(action, timestep)
+    expected = [_flat(item) for item in _items(client, 'acme')]
+    shared = adders.NStepTransitionAdder(client, 'lean', N_STEP, DISCOUNT, layout,
+                                         num_environments=2, items_per_write=2)
+    # Each environment's timesteps in order (first ones included), stepped in turn.
+    queues = [[step for first, steps in per_environment
+               for step in [(None, first)] + steps] for per_environment in episodes]
+    for t in range(max(map(len, queues))):
+      for environment, queue in enumerate(queues):
+        if t < len(queue):
+          action, timestep = queue[t]
+          if timestep.first():
+            shared.add_first(timestep, environment=environment)
+          else:
+            shared.add(action, timestep, environment=environment)
+    items = _items(client, 'lean')
+    shared.close()
+  finally:
+    server.stop()
+  assert all(len(item.vector) == 2 for item in items)
+  got = [_flat(transition) for transition in _transitions(layout, items)]
+  # 9 + 3 + 1 and 8 + 6 + 1 transitions: 14 items of two, none left over.
+  assert len(expected) == 28 and len(got) == 28
+  assert sorted(got) == sorted(expected)
+  # Each environment's transitions keep their order.
+  first_environment = [t for t in got if t in expected[:13]]
+  assert first_environment == expected[:13]
 
 
 def test_unpacks_a_batch_of_items():
@@ -123,7 +186,7 @@ def test_unpacks_a_batch_of_items():
     server.stop()
   batch = tree.map_structure(lambda *x: np.stack(x), *items)
   unpacked = layout.unpack(batch)
-  assert unpacked.action.shape == (len(items), 2)
+  assert unpacked.action.shape == (len(items), 1, 2)
   for i, item in enumerate(items):
     tree.map_structure(lambda b, x, i=i: np.testing.assert_array_equal(b[i], x),
                        unpacked, layout.unpack(item))
@@ -151,7 +214,7 @@ def test_hand_computed_returns_and_discounts(lean_client):
   adder.add_first(first)
   for action, timestep in steps:
     adder.add(action, timestep)
-  items = [layout.unpack(item) for item in _items(client, 'lean')]
+  items = _transitions(layout, _items(client, 'lean'))
   observations = [first.observation] + [ts.observation for _, ts in steps]
   # (start, end, R, D): discounts d_0 = 1, d_1 = 0.5 (step 2), d_2 = 0 (termination).
   expected = [(0, 1, 1.0, 1.0), (0, 2, 1 + 0.5 * 1 * 2, 0.5 * 1 * 0.5),

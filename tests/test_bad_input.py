@@ -230,7 +230,7 @@ CASES = [
     *_workdir_and_checkpoint_cases('imitate', ('learner',)),
     Case('imitate-replay-old-layout', 'imitate', ['--demo_dir={demos}'],
          '{work}/checkpoints/replay: its transitions are stored in replay layout 1 or '
-         'older, and this code reads layout 2', _old_replay),
+         'older, and this code reads layout 3', _old_replay),
 ]
 
 

@@ -13,20 +13,22 @@ from metamimic_jax import batched_loop
 from tests import helpers
 
 
-def _items(client, table, layout):
-  """Every item in the (FIFO) table as one flat float64 array each, in a fixed order."""
+def _transitions(client, table, layout):
+  """Every transition in the (FIFO) table as one flat float64 array each, in a fixed
+  order."""
   size = client.server_info()[table].current_size
   samples = client.sample(table, num_samples=size, emit_timesteps=False,
                           unpack_as_table_signature=True)
-  items = [np.concatenate([np.ravel(x).astype(np.float64)
-                           for x in jax.tree.leaves(layout.unpack(sample.data))])
-           for sample in samples]
-  return sorted(items, key=lambda item: tuple(np.round(item, 4)))
+  transitions = [np.concatenate([np.ravel(x[i]).astype(np.float64) for x in leaves])
+                 for sample in samples
+                 for leaves in [jax.tree.leaves(layout.unpack(sample.data))]
+                 for i in range(len(leaves[0]))]
+  return sorted(transitions, key=lambda transition: tuple(np.round(transition, 4)))
 
 
 def test_a_batch_of_actors_writes_what_single_actors_write():
-  """Two environments acting together leave the items two single actors with the same
-  keys, seeds and noise leave: the same actions, returns and observations."""
+  """Two environments acting together leave the transitions two single actors with the
+  same keys, seeds and noise leave: the same actions, returns and observations."""
   config = dataclasses.replace(helpers.TINY_CONFIG, n_step=3)
   builder, _, spec = helpers.point_mass_setup(config)
   networks = builder.make_networks(spec)
@@ -51,20 +53,21 @@ def test_a_batch_of_actors_writes_what_single_actors_write():
 
   batch_server = serve()
   batch = reverb.Client(f'localhost:{batch_server.port}')
-  adders = [builder.make_adder(batch, spec) for _ in keys]
-  actors = builder.make_actor_batch(keys, networks, spec, source, adders, sigma=0.3)
+  adder = builder.make_adder(batch, spec, num_environments=2)
+  actors = builder.make_actor_batch(keys, networks, spec, source, adder, sigma=0.3)
   loop = batched_loop.BatchedEnvironmentLoop(
       [builder.make_demo_environment(demos, seed=i) for i in range(2)], actors)
   finished = 0
   while finished < 2 * episodes:  # Equal lengths: both environments end together.
     finished += len(loop.run_until_episode_end())
-  for adder in adders:
-    adder.close()
+  adder.close()
 
-  expected = _items(single, table, layout)
-  # An item a step, and n - 1 shorter ones at each episode's end.
+  expected = _transitions(single, table, layout)
+  # A transition a step, and n - 1 shorter ones at each episode's end.
   assert len(expected) == 2 * episodes * (demos[0].length - 1 + config.n_step - 1)
-  got = _items(batch, table, layout)
+  num_items = batch.server_info()[table].current_size
+  got = _transitions(batch, table, layout)
+  assert num_items == len(expected) // 2  # An item holds one from each environment.
   assert len(got) == len(expected)
   # A batched policy call may differ from a single one in a float32 action's last bits.
   np.testing.assert_allclose(np.stack(got), np.stack(expected), rtol=1e-5, atol=1e-6)

@@ -35,8 +35,9 @@ def _replay_items(config):
       rewards.append(timestep.reward)
     samples = client.sample(config.replay_table_name, num_samples=5000,
                             emit_timesteps=False, unpack_as_table_signature=True)
-    unpack = builder.make_transition_layout(spec).unpack
-    items = list({sample.info.key: unpack(sample.data) for sample in samples}.values())
+    layout = builder.make_transition_layout(spec)
+    items = list({sample.info.key: helpers.one_transition(layout, sample.data)
+                  for sample in samples}.values())
   finally:
     server.stop()
   return builder, spec, timestep, rewards, items

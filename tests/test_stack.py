@@ -151,8 +151,9 @@ def test_n_step_adder_accumulates_nested_rewards():
     adder.reset()  # Writes the items waiting for a group to fill.
     samples = client.sample(builder.config.replay_table_name, num_samples=200,
                             emit_timesteps=False, unpack_as_table_signature=True)
-    unpack = builder.make_transition_layout(spec).unpack
-    items = {sample.info.key: unpack(sample.data) for sample in samples}.values()
+    layout = builder.make_transition_layout(spec)
+    items = {sample.info.key: helpers.one_transition(layout, sample.data)
+             for sample in samples}.values()
     # The 3-step transition from the first step (discount g^2), beside shorter ones.
     g = builder.config.discount
     full = [item for item in items if abs(item.discount['imitation'] - g**2) < 1e-6]

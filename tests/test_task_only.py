@@ -44,11 +44,11 @@ def test_task_only_replay_holds_task_reward_transitions_and_the_learner_trains_o
     adder.reset()  # Flushes the writer.
     size = client.server_info()[config.replay_table_name].current_size
     assert size >= len(task_rewards)  # A transition a step (+ Acme's short ones).
-    unpack = builder.make_transition_layout(spec).unpack
+    layout = builder.make_transition_layout(spec)
     sampled_rewards = []
     for item in client.sample(config.replay_table_name, 3 * size, emit_timesteps=False,
                               unpack_as_table_signature=True):
-      transition = unpack(item.data)
+      transition = helpers.one_transition(layout, item.data)
       assert set(transition.reward) == {'task'} and 'goal' not in transition.observation
       # Identify the step by the observation: the point mass's exact position.
       position = transition.observation['observation']['position']
