@@ -23,9 +23,10 @@ acting together costs a fraction of an item per environment step (WORKSPACE_NOTE
     of order or twice, which its 0.7 writer cannot (it merges a chunk's references into
     one slice);
   - items are created in groups, then the writer waits until at most
-    `max_in_flight_items` are unconfirmed; at an episode's end, as Acme's, until all
-    are. Acme creates and sends every item as soon as its last step arrives, so every
-    step wakes the writer's and the server's threads;
+    `max_in_flight_items` are unconfirmed; with one environment, at an episode's end,
+    as Acme's, until all are (with several, an episode's last transitions may wait for
+    other environments' to fill an item). Acme creates and sends every item as soon as
+    its last step arrives, so every step wakes the writer's and the server's threads;
   - it appends and creates items through the C++ writer under Reverb's Python
     `TrajectoryWriter`: the Python layer flattens with paths and wraps every reference
     in column objects on each call. `_CppWriter` is the one place that reaches into
@@ -218,10 +219,11 @@ class NStepTransitionAdder(adders.Adder):
           first_features, episode.actions[i], episode.returns[i], episode.discounts[i],
           features), first_images, images))
     self._create_items()
-    if next_timestep.last():  # As Acme's end of an episode: every item confirmed.
+    if next_timestep.last():
       self._episodes[environment] = None
-      self._write_items(until_in_flight=0)
-    elif self._writer.num_waiting_items >= self._items_per_write:
+      if self.num_environments == 1:  # As Acme's end of an episode: all confirmed.
+        self._write_items(until_in_flight=0)
+    if self._writer.num_waiting_items >= self._items_per_write:
       self._write_items(self._max_in_flight_items)
 
   def reset(self) -> None:

@@ -155,6 +155,7 @@ def test_environments_acting_together_share_items_of_one_transition_each():
             shared.add_first(timestep, environment=environment)
           else:
             shared.add(action, timestep, environment=environment)
+    shared.reset()  # Writes the last items and waits until they are in the table.
     items = _items(client, 'lean')
     shared.close()
   finally:

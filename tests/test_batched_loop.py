@@ -60,6 +60,7 @@ def test_a_batch_of_actors_writes_what_single_actors_write():
   finished = 0
   while finished < 2 * episodes:  # Equal lengths: both environments end together.
     finished += len(loop.run_until_episode_end())
+  adder.reset()  # Writes the last items and waits until they are in the table.
   adder.close()
 
   expected = _transitions(single, table, layout)
