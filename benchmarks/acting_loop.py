@@ -1,6 +1,6 @@
 """Acting loop speed: each layer of the actor's loop as a ratio to the raw simulator.
 
-  .venv/bin/python benchmarks/acting_loop.py --seconds=2 --rounds=3
+  .venv/bin/python benchmarks/acting_loop.py --seconds=1 --rounds=7
 
 For each domain (point_mass; jaco_stack with features), in one process, zero actions
 unless stated:
@@ -17,12 +17,12 @@ restores a demo's first state).
 The actor refreshes its parameters every `--variable_update_period` steps from a source
 serving host arrays, as the learner does. With `--action_repeat` k the demo env, policy
 and adder act once every k frames (as the cpu_small preset does on Jaco); rates are
-always per simulated frame. The stages run in turn for `--rounds` rounds of
-`--seconds` each, and each stage reports its best round, so all share the machine's
-state. Rates are per second of wall time and per second of this process's CPU time (all
-its threads, the Reverb server's included): on a shared machine the CPU rate is the
-steadier figure, and it is the one the ratios use. Demos are recorded in-process (jaco: about 3 s each) unless `--demo_dir` holds a
-domain's `train.h5`.
+always per simulated frame. Rates are per second of this process's CPU time (all its
+threads, the Reverb server's included). The machine's speed drifts within seconds, so
+in each of `--rounds` rounds every stage runs for `--seconds` right after the raw
+environment does, and its ratio is to that raw rate; each stage reports its median
+rate and median ratio over the rounds, and the ratios' range. Demos are recorded
+in-process (jaco: about 3 s each) unless `--demo_dir` holds a domain's `train.h5`.
 """
 
 import os
@@ -53,8 +53,8 @@ import numpy as np
 import reverb
 
 _DOMAINS = flags.DEFINE_list('domains', ['point_mass', 'jaco_stack'], 'Domains to run.')
-_SECONDS = flags.DEFINE_float('seconds', 2.0, 'Seconds per stage per round.')
-_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds over all stages.', lower_bound=1)
+_SECONDS = flags.DEFINE_float('seconds', 1.0, 'Seconds per stage per round.')
+_ROUNDS = flags.DEFINE_integer('rounds', 7, 'Rounds over all stages.', lower_bound=1)
 _POINT_MASS_DEMOS = flags.DEFINE_integer('point_mass_demos', 8, 'point_mass demos.',
                                          lower_bound=1)
 _JACO_DEMOS = flags.DEFINE_integer('jaco_demos', 3, 'jaco_stack demos (about 3 s each).',
@@ -93,12 +93,12 @@ def _demonstrations(domain, num):
   return [demonstrators.record_demonstration(domain, seed) for seed in range(num)]
 
 
-def _steps_per_second(run_for):
-  """(wall, CPU) frames/s of `run_for(deadline)`, which steps until time.time() >
+def _cpu_steps_per_second(run_for) -> float:
+  """Frames per CPU second of `run_for(deadline)`, which steps until time.time() >
   deadline and returns the frames simulated."""
-  start, cpu_start = time.time(), time.process_time()
-  steps = run_for(start + _SECONDS.value)
-  return (steps / (time.time() - start), steps / (time.process_time() - cpu_start))
+  cpu_start = time.process_time()
+  steps = run_for(time.time() + _SECONDS.value)
+  return steps / (time.process_time() - cpu_start)
 
 
 def _frames(environment, steps: int) -> int:
@@ -158,8 +158,9 @@ def _actor_loop(environments, actor):
 
 
 def measure(domain_name: str, num_envs_stages: Sequence[int]):
-  """Best (wall, CPU) frames/s per stage over the rounds, stages run in turn; a full-loop
-  stage for each number of environments in `num_envs_stages`."""
+  """CPU frames/s per stage and round (raw: one before each other stage), each stage's
+  ratios to the raw rate measured just before it, and reset times; a full-loop stage
+  for each number of environments in `num_envs_stages`."""
   domain = make_domain(domain_name)
   num_demos = _JACO_DEMOS.value if domain_name == 'jaco_stack' else _POINT_MASS_DEMOS.value
   demos = _demonstrations(domain, num_demos)
@@ -194,13 +195,19 @@ def measure(domain_name: str, num_envs_stages: Sequence[int]):
             'demo env': _reset_milliseconds(demo_environment)}
   for run_for in stages.values():  # Compile and warm up.
     run_for(time.time() + 0.2)
-  best = {name: (0.0, 0.0) for name in stages}
+  # Each stage is timed right after the raw environment, and its ratio is taken to
+  # that raw rate: the machine's speed drifts within seconds.
+  raw = stages.pop('raw')
+  rates = {name: [] for name in ['raw', *stages]}
+  ratios = {name: [] for name in stages}
   for _ in range(_ROUNDS.value):
     for name, run_for in stages.items():
-      wall, cpu = _steps_per_second(run_for)
-      best[name] = (max(best[name][0], wall), max(best[name][1], cpu))
+      raw_rate, rate = _cpu_steps_per_second(raw), _cpu_steps_per_second(run_for)
+      rates['raw'].append(raw_rate)
+      rates[name].append(rate)
+      ratios[name].append(rate / raw_rate)
   server.stop()
-  return best, resets
+  return rates, ratios, resets
 
 
 def _num_envs():
@@ -219,16 +226,17 @@ def main(argv):
   unknown = sorted(set(_DOMAINS.value) - set(DOMAIN_NAMES))
   if unknown:
     raise app.UsageError(f'unknown domains {unknown}; known: {", ".join(DOMAIN_NAMES)}')
-  print(f'best of {_ROUNDS.value} rounds x {_SECONDS.value:g} s per stage; '
-        f'variable_update_period {_UPDATE_PERIOD.value}; action_repeat '
-        f'{_ACTION_REPEAT.value}; cores: {os.cpu_count()}')
+  print(f'{_ROUNDS.value} rounds x {_SECONDS.value:g} s per stage, each stage right '
+        f'after the raw env; medians over the rounds; variable_update_period '
+        f'{_UPDATE_PERIOD.value}; action_repeat {_ACTION_REPEAT.value}; cores: '
+        f'{os.cpu_count()}')
   for domain_name in _DOMAINS.value:
-    best, resets = measure(domain_name, num_envs_stages)
-    raw_wall, raw_cpu = best['raw']
-    print(f'{domain_name}:{"wall frames/s":>23}{"CPU frames/s":>24}')
-    for name, (wall, cpu) in best.items():
-      print(f'  {name:<9} {wall:>8.0f} {wall / raw_wall:>5.2f}x raw   '
-            f'{cpu:>8.0f} {cpu / raw_cpu:>5.2f}x raw', flush=True)
+    rates, ratios, resets = measure(domain_name, num_envs_stages)
+    print(f'{domain_name}:{"CPU frames/s":>20}   x raw (rounds\' range)')
+    print(f'  {"raw":<9} {np.median(rates["raw"]):>8.0f}')
+    for name, stage_ratios in ratios.items():
+      print(f'  {name:<9} {np.median(rates[name]):>8.0f}  {np.median(stage_ratios):>5.2f}x '
+            f'({min(stage_ratios):.2f}-{max(stage_ratios):.2f})', flush=True)
     print('  reset CPU ms: ' + ', '.join(f'{name} {ms:.2f}' for name, ms in resets.items()))
 
 

@@ -33,7 +33,8 @@ acting together costs a fraction of an item per environment step (WORKSPACE_NOTE
     Reverb's private API (pinned at 0.7).
 """
 
-from typing import List, NamedTuple, Optional, Tuple
+import collections
+from typing import Deque, List, NamedTuple, Optional, Tuple
 
 from acme import adders
 from acme import specs
@@ -100,10 +101,11 @@ class TransitionLayout:
                    for s in self.observation_packer.spec[1:])
     return StoredTransitions(tf.TensorSpec((None, self.size), tf.float32), images, images)
 
-  def row_parts(self) -> Tuple[slice, slice, slice, slice]:
-    """Where a vector holds the first observation's features, the action, the returns
-    and the discounts: all but the next observation's features, which follow."""
-    return self._features, self._action, self._returns, self._discounts
+  def vector(self, features: np.ndarray, action: np.ndarray, returns: List[np.float32],
+             discounts: List[np.float32], next_features: np.ndarray) -> np.ndarray:
+    """One transition's vector (action flat; a return and a discount per reward leaf)."""
+    return np.concatenate([features, action, returns, discounts, next_features],
+                          dtype=np.float32)
 
   def unpack(self, item: StoredTransitions) -> types.Transition:
     spec = self._transition_spec
@@ -127,6 +129,19 @@ class TransitionLayout:
         extras=())
 
 
+class _Episode:
+  """One environment's episode so far, as far as its open transitions reach back: the
+  last n + 1 observations, the last n actions and the open returns and discounts (row
+  i: the transition from observations[i], oldest first)."""
+
+  def __init__(self, n_step: int, first: packing.Packed):
+    self.observations: Deque[packing.Packed] = collections.deque([first],
+                                                                 maxlen=n_step + 1)
+    self.actions: Deque[np.ndarray] = collections.deque(maxlen=n_step)
+    self.returns: List[List[np.float32]] = []
+    self.discounts: List[List[np.float32]] = []
+
+
 class NStepTransitionAdder(adders.Adder):
   """Writes n-step transitions (s_t, a_t, R_t:t+n, D_t:t+n, s_t+n) to one Reverb table.
 
@@ -135,21 +150,11 @@ class NStepTransitionAdder(adders.Adder):
   with m = n except for the shorter transitions at an episode's start and end.
 
   It serves `num_environments` environments acting together (`environment` names one
-  in add_first and add); an item holds that many transitions. With one environment it
-  is an Acme adder. A caller that has already packed an observation with
+  in add_first and add); an item holds that many transitions, and finished transitions
+  that do not yet fill one are dropped by `close`. With one environment it is an Acme
+  adder. A caller that has already packed an observation with
   `layout.observation_packer` (the actor, for its policy) passes it as
   `packed_observation` to skip packing again.
-
-  Each environment's open transitions are a window of n rows, the newest last, each row
-  the start of a transition vector (first observation's features, action, returns and
-  discounts so far; `TransitionLayout`), with the first observation's images beside
-  it. An `add` stages its step; once every environment has staged one (or one stages
-  again) the staged steps advance their windows together, by Acme's float32 recurrence
-  (the same operations in the same order, elementwise), and each environment's oldest
-  open transition ends. Those make an item when all environments took part; an
-  episode's n - 1 shorter final transitions, and steps of fewer environments, wait in
-  a queue that fills items. `reset` writes every full item and waits for it; `close`
-  drops what is not yet in one.
   """
 
   def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float,
@@ -169,30 +174,13 @@ class NStepTransitionAdder(adders.Adder):
     self._n_step = n_step
     self._discount = np.float32(discount)
     self.layout = layout
-    self.num_environments = count = num_environments
+    self.num_environments = num_environments
     self._items_per_write = items_per_write
     self._max_in_flight_items = max_in_flight_items
     self._writer: Optional[_CppWriter] = None
-    self._features, self._action, self._returns, self._discounts = layout.row_parts()
-    row_size = self._discounts.stop
-    image_shapes = [tuple(s.shape) for s in layout.observation_packer.spec[1:]]
-    self._windows = np.zeros((count, n_step, row_size), np.float32)
-    self._window_images = [np.zeros((count, n_step, *shape), np.uint8)
-                           for shape in image_shapes]
-    self._open = np.zeros(count, np.int64)  # Open transitions per window.
-    self._in_episode = [False] * count
-    # Each environment's latest observation, and its staged step: the row it starts
-    # (features filled in when it advances) and the observation it ends at.
-    self._latest = [np.zeros((count, layout.observation_packer.size), np.float32)] + [
-        np.zeros((count, *shape), np.uint8) for shape in image_shapes]
-    self._staged_rows = np.zeros((count, row_size), np.float32)
-    self._staged_next = [np.zeros_like(array) for array in self._latest]
-    self._staged_last = [False] * count
-    self._staged: List[int] = []
-    # Ended transitions that fill items: blocks of columns [vectors, *first images,
-    # *next images], each [transitions, ...], and how many transitions they hold.
-    self._queue: List[List[np.ndarray]] = []
-    self._queued = 0
+    self._episodes: List[Optional[_Episode]] = [None] * num_environments
+    # Finished transitions not yet in an item: (vector, first images, next images).
+    self._finished: List[Tuple[np.ndarray, tuple, tuple]] = []
 
   def add_first(self, timestep: dm_env.TimeStep,
                 packed_observation: Optional[packing.Packed] = None,
@@ -204,51 +192,45 @@ class NStepTransitionAdder(adders.Adder):
           # A group, and the items an episode's end adds to it.
           num_keep_alive_refs=self._items_per_write + self._n_step,
           get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS))
-    if environment in self._staged:
-      self._advance()
-    for array, part in zip(self._latest,
-                           self._pack(timestep.observation, packed_observation)):
-      array[environment] = part
-    self._open[environment] = 0
-    self._in_episode[environment] = True
+    self._episodes[environment] = _Episode(
+        self._n_step, self._pack(timestep.observation, packed_observation))
 
   def add(self, action: types.NestedArray, next_timestep: dm_env.TimeStep,
           extras: types.NestedArray = (),
           packed_observation: Optional[packing.Packed] = None,
           environment: int = 0) -> None:
-    if not self._in_episode[environment]:
+    episode = self._episodes[environment]
+    if episode is None:
       raise ValueError('adder.add_first must be called before adder.add')
     if extras:
       raise ValueError('this adder writes no extras')
-    if environment in self._staged:
-      self._advance()
-    rewards = tree.flatten(next_timestep.reward)
-    discounts = tree.flatten(next_timestep.discount)
-    if len(discounts) not in (1, len(rewards)):
-      raise ValueError(f'the discount {next_timestep.discount} must be a scalar or have '
-                       f'the structure of the reward {next_timestep.reward}')
-    row = self._staged_rows[environment]
-    row[self._returns] = rewards
-    row[self._discounts] = discounts
-    row[self._action] = (np.ravel(action) if isinstance(action, np.ndarray) else
-                         np.concatenate([np.ravel(a) for a in tree.flatten(action)]))
-    for array, part in zip(self._staged_next,
-                           self._pack(next_timestep.observation, packed_observation)):
-      array[environment] = part
-    self._staged_last[environment] = next_timestep.last()
-    self._staged.append(environment)
-    if len(self._staged) == self.num_environments:
-      self._advance()
-    if next_timestep.last() and self.num_environments == 1:
-      self._write_items(until_in_flight=0)  # As Acme's end of an episode: all in.
+    _advance(episode, *_flat_reward_and_discount(next_timestep), self._discount,
+             self._n_step)
+    episode.actions.append(np.ravel(action) if isinstance(action, np.ndarray)
+                           else np.concatenate([np.ravel(a) for a in tree.flatten(action)]))
+    features, *images = self._pack(next_timestep.observation, packed_observation)
+    episode.observations.append((features, *images))
+    # The oldest open transition ends here: from observations[0], by actions[0].
+    # At an episode's end the later ones end here too, shorter.
+    last = len(episode.returns) if next_timestep.last() else 1
+    for i in range(last):
+      first_features, *first_images = episode.observations[i]
+      self._finished.append((self.layout.vector(
+          first_features, episode.actions[i], episode.returns[i], episode.discounts[i],
+          features), first_images, images))
+    self._create_items()
+    if next_timestep.last():
+      self._episodes[environment] = None
+      if self.num_environments == 1:  # As Acme's end of an episode: all confirmed.
+        self._write_items(until_in_flight=0)
+    if self._writer.num_waiting_items >= self._items_per_write:
+      self._write_items(self._max_in_flight_items)
 
   def reset(self) -> None:
-    """Writes the staged steps and every full item, waits until all are in the table,
-    and forgets every environment's open episode."""
+    """Forgets every environment's open episode; finished transitions stay to be written."""
     if self._writer is not None:
-      self._advance()
       self._write_items(until_in_flight=0)
-    self._in_episode = [False] * self.num_environments
+    self._episodes = [None] * self.num_environments
 
   def close(self) -> None:
     """Ends the stream to the server, whose stop() would wait ~5 s on an open one;
@@ -256,87 +238,47 @@ class NStepTransitionAdder(adders.Adder):
     if self._writer is not None:
       self._writer.close()
       self._writer = None
-    self._in_episode = [False] * self.num_environments
-    self._staged, self._queue, self._queued = [], [], 0
+    self._episodes = [None] * self.num_environments
+    self._finished = []
 
   def _pack(self, observation, packed: Optional[packing.Packed]) -> packing.Packed:
     return self.layout.observation_packer.pack(observation) if packed is None else packed
 
-  def _advance(self) -> None:
-    """Advances the staged environments' windows by their staged steps and queues the
-    transitions that end."""
-    if not self._staged:
-      return
-    every = len(self._staged) == self.num_environments
-    # All environments: the arrays themselves; some: copies, written back below.
-    envs = slice(None) if every else np.asarray(self._staged)
-    self._staged = []
-    windows, rows = self._windows[envs], self._staged_rows[envs]
-    window_images = [images[envs] for images in self._window_images]
-    latest = [array[envs] for array in self._latest]
-    rows[:, self._features] = latest[0]  # The new transitions start there.
-    # Acme's recurrence on every open transition: D *= g; R += r D; D *= d.
-    discounts = windows[..., self._discounts]
-    discounts *= self._discount
-    windows[..., self._returns] += rows[:, None, self._returns] * discounts
-    discounts *= rows[:, None, self._discounts]
-    # Shift the windows and open the transitions that start with this step.
-    for window, new in zip([windows] + window_images, [rows] + latest[1:]):
-      window[:, :-1] = window[:, 1:]
-      window[:, -1] = new
-    opened = np.minimum(self._open[envs] + 1, self._n_step)
-    self._open[envs] = opened
-    latest = [array[envs] for array in self._staged_next]
-    if not every:
-      self._windows[envs] = windows
-      for array, window in zip(self._window_images, window_images):
-        array[envs] = window
-    for array, new in zip(self._latest, latest):
-      array[envs] = new
-    # Each environment's oldest open transition ends here; at an episode's end the
-    # later ones too, shorter.
-    steps = np.arange(len(opened))
-    self._queue_transitions(windows, window_images, latest, steps, self._n_step - opened)
-    for step, environment in enumerate(np.arange(self.num_environments)[envs]):
-      if self._staged_last[environment]:
-        later = np.arange(self._n_step - opened[step] + 1, self._n_step)
-        self._queue_transitions(windows, window_images, latest,
-                                np.full(len(later), step), later)
-        self._in_episode[environment] = self._staged_last[environment] = False
-    self._create_items()
-
-  def _queue_transitions(self, windows: np.ndarray, window_images: List[np.ndarray],
-                         latest: List[np.ndarray], steps: np.ndarray,
-                         rows: np.ndarray) -> None:
-    """Queues the transitions at `rows` of the windows of `steps` (indices into the
-    arrays given), which end at those steps' `latest` observations."""
-    if not len(rows):
-      return
-    features, *images = [array[steps] for array in latest]
-    self._queue.append([np.concatenate([windows[steps, rows], features], axis=1),
-                        *[window[steps, rows] for window in window_images], *images])
-    self._queued += len(rows)
-
   def _create_items(self) -> None:
-    """Makes the queue's transitions into items of `num_environments`, in order."""
     size = self.num_environments
-    if self._queued < size:
-      return
-    columns = (self._queue[0] if len(self._queue) == 1 else
-               [np.concatenate(parts) for parts in zip(*self._queue)])
-    end = self._queued - self._queued % size
-    for start in range(0, end, size):
-      self._writer.create_item([column[start:start + size] for column in columns])
-    self._queue = [[column[end:] for column in columns]] if end < self._queued else []
-    self._queued -= end
-    if self._writer.num_waiting_items >= self._items_per_write:
-      self._write_items(self._max_in_flight_items)
+    while len(self._finished) >= size:
+      transitions, self._finished = self._finished[:size], self._finished[size:]
+      vectors, first_images, next_images = zip(*transitions)
+      self._writer.create_item(
+          [_stack(vectors)] + [_stack(column) for column in zip(*first_images)] +
+          [_stack(column) for column in zip(*next_images)])
 
   def _write_items(self, until_in_flight: int) -> None:
     """Creates the waiting items, then waits until at most `until_in_flight` of all
     items written are unconfirmed."""
     self._writer.write_items(self._table, _PRIORITY)
     self._writer.flush(until_in_flight)
+
+
+def _stack(arrays: Tuple[np.ndarray, ...]) -> np.ndarray:
+  """np.stack, without its checks for one array (a twentieth of its time)."""
+  return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
+def _advance(episode: _Episode, rewards: List[np.float32], discounts: List[np.float32],
+             discount: np.float32, n_step: int) -> None:
+  """Adds a step's rewards to the episode's open transitions (Acme's float32 recurrence,
+  per reward key: D *= g; R += r D; D *= d), opens one that starts with them and keeps
+  the last n."""
+  for returns, total_discounts in zip(episode.returns, episode.discounts):
+    for k, (reward, step_discount) in enumerate(zip(rewards, discounts)):
+      total_discount = total_discounts[k] * discount
+      returns[k] = returns[k] + reward * total_discount
+      total_discounts[k] = total_discount * step_discount
+  episode.returns.append(list(rewards))
+  episode.discounts.append(list(discounts))
+  if len(episode.returns) > n_step:
+    del episode.returns[0], episode.discounts[0]
 
 
 class _CppWriter:
@@ -367,3 +309,16 @@ class _CppWriter:
 
   def close(self) -> None:
     self._writer.close()
+
+
+def _flat_reward_and_discount(timestep: dm_env.TimeStep
+                              ) -> Tuple[List[np.float32], List[np.float32]]:
+  """Flat float32 rewards, and one discount per reward (a scalar discount is shared)."""
+  rewards = [np.float32(r) for r in tree.flatten(timestep.reward)]
+  discounts = [np.float32(d) for d in tree.flatten(timestep.discount)]
+  if len(discounts) == 1:
+    return rewards, discounts * len(rewards)
+  if len(discounts) != len(rewards):
+    raise ValueError(f'the discount {timestep.discount} must be a scalar or have the '
+                     f'structure of the reward {timestep.reward}')
+  return rewards, discounts
