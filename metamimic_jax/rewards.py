@@ -3,10 +3,12 @@
 Two twins of one formula: `imitation_reward` (JAX: pure, jittable, for learners and
 anything batched with vmap) and `imitation_reward_numpy` (for environments, which pay
 the reward one step at a time on the host, where a jitted call costs more than the
-arithmetic). tests/test_rewards.py checks that they agree.
+arithmetic; an environment computes the demonstration's `group_features` once an
+episode and calls `imitation_reward_of_features`). tests/test_rewards.py checks that
+they agree.
 """
 
-from typing import Mapping, Sequence
+from typing import List, Mapping, Sequence
 
 import chex
 import jax.numpy as jnp
@@ -47,23 +49,42 @@ def imitation_reward_numpy(
     groups: Sequence[FeatureGroup],
 ) -> np.float32:
   """`imitation_reward` with numpy, one dot product per group (float32 distances)."""
-  reward = 0.0
   for group in groups:
-    difference = np.concatenate([_difference_numpy(observation_t[key], demo_frame_t[key])
-                                 for key in group.keys])
+    for key in group.keys:
+      o, d = np.shape(observation_t[key]), np.shape(demo_frame_t[key])
+      if o != d:
+        raise ValueError(f'observation shape {o} of {key!r} differs from the demo '
+                         f'frame\'s {d}')
+  return imitation_reward_of_features(group_features(observation_t, groups),
+                                      group_features(demo_frame_t, groups), groups)
+
+
+def group_features(frames: Mapping[str, np.ndarray], groups: Sequence[FeatureGroup],
+                   batch_dims: int = 0) -> List[np.ndarray]:
+  """Each group's features of `frames`, flat float32 (uint8 pixels scaled to [0, 1]),
+  after `batch_dims` leading dimensions: an environment computes a demonstration's once
+  per episode (batch_dims=1) and its observation's once a step."""
+  return [np.concatenate([_flat_float32(frames[key], batch_dims) for key in group.keys],
+                         axis=-1) for group in groups]
+
+
+def imitation_reward_of_features(observed: Sequence[np.ndarray],
+                                 target: Sequence[np.ndarray],
+                                 groups: Sequence[FeatureGroup]) -> np.float32:
+  """`imitation_reward_numpy` of `group_features` of an observation and a demo frame."""
+  reward = 0.0
+  for group, o, d in zip(groups, observed, target):
+    difference = o - d
     reward += group.weight * np.exp(-group.scale * np.dot(difference, difference))
   return np.float32(reward)
 
 
-def _difference_numpy(o: np.ndarray, d: np.ndarray) -> np.ndarray:
-  """o - d, flat, float32; uint8 pixels are scaled to [0, 1]."""
-  o, d = np.asarray(o), np.asarray(d)
-  if o.shape != d.shape:
-    raise ValueError(f'observation shape {o.shape} differs from the demo frame\'s '
-                     f'{d.shape}')
-  if o.dtype == np.uint8:
-    return (o.astype(np.float32) - d.astype(np.float32)).ravel() / np.float32(255)
-  return (np.asarray(o, np.float32) - np.asarray(d, np.float32)).ravel()
+def _flat_float32(x: np.ndarray, batch_dims: int) -> np.ndarray:
+  x = np.asarray(x)
+  flat = x.reshape(x.shape[:batch_dims] + (-1,))
+  if x.dtype == np.uint8:
+    return flat.astype(np.float32) / np.float32(255)
+  return flat.astype(np.float32, copy=False)
 
 
 def _as_float(x: chex.Array) -> chex.Array:

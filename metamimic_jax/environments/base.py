@@ -115,10 +115,10 @@ class DemoConditionedEnvironment(dm_env.Environment):
     demos_lib.check_shapes(self._demos, {k: s.shape for k, s in raw_spec.items()},
                            domain.name)
     self._reward_groups = tuple(reward_groups)
-    self._reward_keys = sorted(set().union(*[g.keys for g in reward_groups]))
     self._next_demo: Optional[int] = None
     self._demo: demos_lib.Demonstration = self._demos[0]
     self._goals: Dict[str, np.ndarray] = {}
+    self._targets: List[np.ndarray] = []  # The demo's group features, frame by frame.
     self._t = 0
 
   @property
@@ -158,6 +158,8 @@ class DemoConditionedEnvironment(dm_env.Environment):
     self._next_demo = None
     self._demo = self._demos[index]
     self._goals = self._goal_frames(self._demo)
+    self._targets = rewards.group_features(self._demo.observations, self._reward_groups,
+                                           batch_dims=1)
     self._t = 0
     timestep = self._domain.restore_state(self._environment, self._demo.initial_state)
     return dm_env.restart(self._observation(timestep.observation))
@@ -168,10 +170,9 @@ class DemoConditionedEnvironment(dm_env.Environment):
       timestep = self._environment.step(action)
       self._t += 1
       frames += 1
-      target = {k: self._demo.observations[k][self._t] for k in self._reward_keys}
-      observed = {k: timestep.observation[k] for k in self._reward_keys}
-      imitation_total += rewards.imitation_reward_numpy(observed, target,
-                                                        self._reward_groups)
+      imitation_total += rewards.imitation_reward_of_features(
+          rewards.group_features(timestep.observation, self._reward_groups),
+          [frames[self._t] for frames in self._targets], self._reward_groups)
       task_total += timestep.reward
       if timestep.last() or self._t >= self._demo.length - 1:
         break
