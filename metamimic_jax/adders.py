@@ -227,7 +227,9 @@ class NStepTransitionAdder(adders.Adder):
       self._write_items(self._max_in_flight_items)
 
   def reset(self) -> None:
-    """Forgets every environment's open episode; finished transitions stay to be written."""
+    """Writes the waiting items and waits until all are in the table, then forgets every
+    environment's open episode; finished transitions that do not yet fill an item stay
+    queued for the next."""
     if self._writer is not None:
       self._write_items(until_in_flight=0)
     self._episodes = [None] * self.num_environments

@@ -6,6 +6,7 @@ import os
 
 from acme import specs
 import jax
+import numpy as np
 
 from metamimic_jax import demonstrations
 from metamimic_jax import demonstrators
@@ -63,8 +64,21 @@ def tiny_point_mass_run(workdir, demo_frames: int = 12) -> None:
       num_task_eval_episodes=1), TINY_CONFIG)
 
 
+def item_transitions(layout, item) -> list:
+  """A replay item's transitions, in order: one per environment of the adder that
+  wrote it."""
+  transitions = layout.unpack(item)
+  return [jax.tree.map(lambda x, i=i: x[i], transitions)
+          for i in range(len(transitions.action))]
+
+
 def one_transition(layout, item):
   """The transition of a replay item written by one environment's adder."""
-  transitions = layout.unpack(item)
-  assert len(transitions.action) == 1, 'an item of one environment holds one transition'
-  return jax.tree.map(lambda x: x[0], transitions)
+  transition, = item_transitions(layout, item)
+  return transition
+
+
+def flat_transition(transition) -> np.ndarray:
+  """A transition's leaves, flat, as one float64 array."""
+  return np.concatenate([np.ravel(x).astype(np.float64)
+                         for x in jax.tree.leaves(transition)])

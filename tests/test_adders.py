@@ -2,7 +2,6 @@ import time
 
 import dm_env
 from acme import specs
-import jax
 from acme.adders import reverb as acme_adders
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import reverb
 import tree
 
 from metamimic_jax import adders
+from tests import helpers
 
 N_STEP = 3
 DISCOUNT = 0.9
@@ -60,9 +60,8 @@ def _items(client, table):
 
 def _transitions(layout, items):
   """Every transition of `items`, in order (an item holds one or more)."""
-  return [jax.tree.map(lambda x, i=i: x[i], transitions)
-          for transitions in map(layout.unpack, items)
-          for i in range(len(transitions.action))]
+  return [transition for item in items
+          for transition in helpers.item_transitions(layout, item)]
 
 
 @pytest.mark.parametrize('dict_discount', [False, True])
@@ -114,11 +113,6 @@ def test_writes_what_acme_writes(dict_discount):
     tree.map_structure(lambda w, g: np.testing.assert_equal(g.dtype, w.dtype), want, got)
 
 
-def _flat(transition) -> tuple:
-  return tuple(np.concatenate([np.ravel(x).astype(np.float64)
-                               for x in tree.flatten(transition)]))
-
-
 def test_environments_acting_together_share_items_of_one_transition_each():
   """Two environments stepped in turn, with episodes of different lengths: items of
   two transitions, in the order they finish, holding exactly the transitions Acme
@@ -141,7 +135,7 @@ def test_environments_acting_together_share_items_of_one_transition_each():
       reference.add_first(first)
       for action, timestep in steps:
         reference.add(action, timestep)
-    expected = [_flat(item) for item in _items(client, 'acme')]
+    expected = [tuple(helpers.flat_transition(item)) for item in _items(client, 'acme')]
     shared = adders.NStepTransitionAdder(client, 'lean', N_STEP, DISCOUNT, layout,
                                          num_environments=2, items_per_write=2)
     # Each environment's timesteps in order (first ones included), stepped in turn.
@@ -161,7 +155,7 @@ def test_environments_acting_together_share_items_of_one_transition_each():
   finally:
     server.stop()
   assert all(len(item.vector) == 2 for item in items)
-  got = [_flat(transition) for transition in _transitions(layout, items)]
+  got = [tuple(helpers.flat_transition(transition)) for transition in _transitions(layout, items)]
   # 9 + 3 + 1 and 8 + 6 + 1 transitions: 14 items of two, none left over.
   assert len(expected) == 28 and len(got) == 28
   assert sorted(got) == sorted(expected)

@@ -19,10 +19,8 @@ def _transitions(client, table, layout):
   size = client.server_info()[table].current_size
   samples = client.sample(table, num_samples=size, emit_timesteps=False,
                           unpack_as_table_signature=True)
-  transitions = [np.concatenate([np.ravel(x[i]).astype(np.float64) for x in leaves])
-                 for sample in samples
-                 for leaves in [jax.tree.leaves(layout.unpack(sample.data))]
-                 for i in range(len(leaves[0]))]
+  transitions = [helpers.flat_transition(transition) for sample in samples
+                 for transition in helpers.item_transitions(layout, sample.data)]
   return sorted(transitions, key=lambda transition: tuple(np.round(transition, 4)))
 
 
