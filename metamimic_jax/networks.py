@@ -100,6 +100,57 @@ class ResidualConvTorso(hk.Module):
     return jax.nn.relu(hk.Linear(self._output_size)(x))
 
 
+# XLA:CPU in jaxlib 0.6 (the pinned stack's) runs a matmul whose right operand is
+# contracted over its minor axis, dy @ w.T in a Linear layer's backward pass, at under
+# half the rate of a row-major one at [256, width] x [width, width]; jaxlib 0.12's has no
+# such gap (WORKSPACE_NOTES.md, "Learner throughput", session 12).
+_SLOW_TRANSPOSED_MATMUL_ON_CPU = jax.__version_info__[:2] <= (0, 6)
+
+
+def _input_gradient_on_cpu(dy: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+  """dy @ w.T as (w @ dy.T).T: row-major matmuls and two [B, width] transposes, which
+  the barriers keep XLA from folding back into the slow form."""
+  dy_t = jax.lax.optimization_barrier(dy.T)
+  dx_t = jax.lax.dot_general(w, dy_t, (((1,), (0,)), ((), ())))
+  return jax.lax.optimization_barrier(dx_t).T
+
+
+@jax.custom_vjp
+def _block_matmul(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+  return jnp.dot(x, w)
+
+
+def _block_matmul_forward(x, w):
+  return jnp.dot(x, w), (x, w)
+
+
+def _block_matmul_backward(residuals, dy):
+  x, w = residuals
+  dx = jax.lax.platform_dependent(dy, w, cpu=_input_gradient_on_cpu,
+                                  default=lambda dy, w: jnp.dot(dy, w.T))
+  return dx, jnp.dot(x.T, dy)
+
+
+_block_matmul.defvjp(_block_matmul_forward, _block_matmul_backward)
+
+
+class BlockLinear(hk.Linear):
+  """hk.Linear for a residual block's [B, width] -> [B, width] layer: the same
+  parameters and values; on the pinned XLA:CPU its input gradient avoids the slow
+  transposed matmul (1.1-1.4x the medium and large learner steps)."""
+
+  def __call__(self, inputs: jnp.ndarray, *, precision=None) -> jnp.ndarray:
+    if not _SLOW_TRANSPOSED_MATMUL_ON_CPU or inputs.ndim != 2 or precision is not None:
+      return super().__call__(inputs, precision=precision)
+    input_size = inputs.shape[-1]
+    w_init = self.w_init or hk.initializers.TruncatedNormal(1. / np.sqrt(input_size))
+    w = hk.get_parameter('w', [input_size, self.output_size], inputs.dtype, init=w_init)
+    outputs = _block_matmul(inputs, w)
+    if self.with_bias:
+      outputs += hk.get_parameter('b', [self.output_size], inputs.dtype, init=self.b_init)
+    return outputs
+
+
 class ResidualMLP(hk.Module):
   """Linear to `width`, residual blocks of two pre-activation (normalize, ReLU, Linear)
   layers, then a final normalization and ReLU."""
@@ -116,7 +167,7 @@ class ResidualMLP(hk.Module):
       residual = x
       for j in range(2):
         residual = normalize(residual, self._normalization, name=f'norm_{i}_{j}')
-        residual = hk.Linear(self._width, name=f'linear_{i}_{j}')(jax.nn.relu(residual))
+        residual = BlockLinear(self._width, name=f'linear_{i}_{j}')(jax.nn.relu(residual))
       x = x + residual
     return jax.nn.relu(normalize(x, self._normalization, name='output_norm'))
 

@@ -246,3 +246,41 @@ def test_config_refuses_unknown_torso_normalization_and_dtype(field, value):
 def test_group_normalization_refuses_widths_it_cannot_split():
   with pytest.raises(ValueError, match=r'divisible by 8 groups, got \[12\]'):
     dataclasses.replace(TINY_CONFIG, policy_layer_sizes=(12, 16), normalization='group')
+
+
+def _linear_and_block_linear(width):
+  """hk.Linear's and BlockLinear's init/apply pairs, under the same module name."""
+  return [hk.without_apply_rng(hk.transform(
+      lambda x, layer=layer: layer(width, name='layer')(x)))
+          for layer in (hk.Linear, networks_lib.BlockLinear)]
+
+
+def test_block_linear_has_hk_linears_parameters_values_and_gradients():
+  x = np.random.default_rng(0).normal(size=(16, 32)).astype(np.float32)
+  linear, block = _linear_and_block_linear(32)
+  params = linear.init(jax.random.PRNGKey(0), x)
+  shapes = lambda params: jax.tree.map(np.shape, params)
+  assert shapes(block.init(jax.random.PRNGKey(0), x)) == shapes(params)
+  loss = lambda transformed: lambda p, x: jnp.sum(jnp.sin(transformed.apply(p, x)))
+  np.testing.assert_allclose(block.apply(params, x), linear.apply(params, x), rtol=1e-6)
+  (want_params, want_x), (got_params, got_x) = (
+      jax.grad(loss(t), argnums=(0, 1))(params, x) for t in (linear, block))
+  np.testing.assert_allclose(got_x, want_x, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6),
+               got_params, want_params)
+
+
+@pytest.mark.skipif(not networks_lib._SLOW_TRANSPOSED_MATMUL_ON_CPU
+                    or jax.default_backend() != 'cpu',
+                    reason='only XLA:CPU of jaxlib 0.6 has the slow transposed matmul')
+def test_block_linear_input_gradient_has_no_transposed_matmul_on_cpu():
+  """dy @ w.T contracts w over its minor axis (rhs_contracting_dims={1}), the form
+  XLA:CPU runs slowly; BlockLinear's compiled input gradient has only row-major dots."""
+  x = np.ones((8, 64), np.float32)
+  def compiled_gradient(transformed):
+    params = transformed.init(jax.random.PRNGKey(0), x)
+    gradient = jax.grad(lambda x: jnp.sum(transformed.apply(params, x) ** 2))
+    return jax.jit(gradient).lower(x).compile().as_text()
+  linear, block = map(compiled_gradient, _linear_and_block_linear(64))
+  assert 'rhs_contracting_dims={1}' in linear
+  assert 'rhs_contracting_dims={1}' not in block and ' dot(' in block
