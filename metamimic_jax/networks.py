@@ -103,8 +103,8 @@ class ResidualConvTorso(hk.Module):
 # XLA:CPU in jaxlib 0.6 (the pinned stack's) runs a matmul whose right operand is
 # contracted over its minor axis, dy @ w.T in a Linear layer's backward pass, at under
 # half the rate of a row-major one at [256, width] x [width, width]; jaxlib 0.12's has no
-# such gap (WORKSPACE_NOTES.md, "Learner throughput", session 12).
-_SLOW_TRANSPOSED_MATMUL_ON_CPU = jax.__version_info__[:2] <= (0, 6)
+# such gap (WORKSPACE_NOTES.md, "Two slow paths of XLA:CPU in the learner step").
+SLOW_TRANSPOSED_MATMUL_ON_CPU = jax.__version_info__[:2] <= (0, 6)
 
 
 def _input_gradient_on_cpu(dy: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
@@ -140,7 +140,7 @@ class BlockLinear(hk.Linear):
   transposed matmul (1.1-1.4x the medium and large learner steps)."""
 
   def __call__(self, inputs: jnp.ndarray, *, precision=None) -> jnp.ndarray:
-    if not _SLOW_TRANSPOSED_MATMUL_ON_CPU or inputs.ndim != 2 or precision is not None:
+    if not SLOW_TRANSPOSED_MATMUL_ON_CPU or inputs.ndim != 2 or precision is not None:
       return super().__call__(inputs, precision=precision)
     input_size = inputs.shape[-1]
     w_init = self.w_init or hk.initializers.TruncatedNormal(1. / np.sqrt(input_size))

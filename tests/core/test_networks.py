@@ -270,7 +270,7 @@ def test_block_linear_has_hk_linears_parameters_values_and_gradients():
                got_params, want_params)
 
 
-@pytest.mark.skipif(not networks_lib._SLOW_TRANSPOSED_MATMUL_ON_CPU
+@pytest.mark.skipif(not networks_lib.SLOW_TRANSPOSED_MATMUL_ON_CPU
                     or jax.default_backend() != 'cpu',
                     reason='only XLA:CPU of jaxlib 0.6 has the slow transposed matmul')
 def test_block_linear_input_gradient_has_no_transposed_matmul_on_cpu():
