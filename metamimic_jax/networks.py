@@ -105,6 +105,10 @@ class ResidualConvTorso(hk.Module):
 # half the rate of a row-major one at [256, width] x [width, width]; jaxlib 0.12's has no
 # such gap (WORKSPACE_NOTES.md, "Two slow paths of XLA:CPU in the learner step").
 SLOW_TRANSPOSED_MATMUL_ON_CPU = jax.__version_info__[:2] <= (0, 6)
+# The rewrite below adds two [B, width] transposes to save on a [B, width] x [width,
+# width] matmul, so it pays for wide layers only: learner step 0.95x with the small
+# torso (256), 1.1-1.2x medium (1024), 1.4x large (2048).
+ROW_MAJOR_GRADIENT_MIN_WIDTH = 1024
 
 
 def _input_gradient_on_cpu(dy: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
@@ -136,13 +140,14 @@ _block_matmul.defvjp(_block_matmul_forward, _block_matmul_backward)
 
 class BlockLinear(hk.Linear):
   """hk.Linear for a residual block's [B, width] -> [B, width] layer: the same
-  parameters and values; on the pinned XLA:CPU its input gradient avoids the slow
-  transposed matmul (1.1-1.4x the medium and large learner steps)."""
+  parameters and values; on the pinned XLA:CPU, from ROW_MAJOR_GRADIENT_MIN_WIDTH on,
+  its input gradient avoids the slow transposed matmul."""
 
   def __call__(self, inputs: jnp.ndarray, *, precision=None) -> jnp.ndarray:
-    if not SLOW_TRANSPOSED_MATMUL_ON_CPU or inputs.ndim != 2 or precision is not None:
-      return super().__call__(inputs, precision=precision)
     input_size = inputs.shape[-1]
+    if (not SLOW_TRANSPOSED_MATMUL_ON_CPU or input_size < ROW_MAJOR_GRADIENT_MIN_WIDTH
+        or inputs.ndim != 2 or precision is not None):
+      return super().__call__(inputs, precision=precision)
     w_init = self.w_init or hk.initializers.TruncatedNormal(1. / np.sqrt(input_size))
     w = hk.get_parameter('w', [input_size, self.output_size], inputs.dtype, init=w_init)
     outputs = _block_matmul(inputs, w)

@@ -255,9 +255,10 @@ def _linear_and_block_linear(width):
           for layer in (hk.Linear, networks_lib.BlockLinear)]
 
 
-def test_block_linear_has_hk_linears_parameters_values_and_gradients():
-  x = np.random.default_rng(0).normal(size=(16, 32)).astype(np.float32)
-  linear, block = _linear_and_block_linear(32)
+@pytest.mark.parametrize('width', [32, networks_lib.ROW_MAJOR_GRADIENT_MIN_WIDTH])
+def test_block_linear_has_hk_linears_parameters_values_and_gradients(width):
+  x = np.random.default_rng(0).normal(size=(16, width)).astype(np.float32)
+  linear, block = _linear_and_block_linear(width)
   params = linear.init(jax.random.PRNGKey(0), x)
   shapes = lambda params: jax.tree.map(np.shape, params)
   assert shapes(block.init(jax.random.PRNGKey(0), x)) == shapes(params)
@@ -275,12 +276,16 @@ def test_block_linear_has_hk_linears_parameters_values_and_gradients():
                     reason='only XLA:CPU of jaxlib 0.6 has the slow transposed matmul')
 def test_block_linear_input_gradient_has_no_transposed_matmul_on_cpu():
   """dy @ w.T contracts w over its minor axis (rhs_contracting_dims={1}), the form
-  XLA:CPU runs slowly; BlockLinear's compiled input gradient has only row-major dots."""
-  x = np.ones((8, 64), np.float32)
-  def compiled_gradient(transformed):
-    params = transformed.init(jax.random.PRNGKey(0), x)
-    gradient = jax.grad(lambda x: jnp.sum(transformed.apply(params, x) ** 2))
-    return jax.jit(gradient).lower(x).compile().as_text()
-  linear, block = map(compiled_gradient, _linear_and_block_linear(64))
+  XLA:CPU runs slowly; BlockLinear's compiled input gradient has only row-major dots
+  from ROW_MAJOR_GRADIENT_MIN_WIDTH on, and below it is hk.Linear's."""
+  def compiled_gradients(width):
+    x = np.ones((8, width), np.float32)
+    for transformed in _linear_and_block_linear(width):
+      params = transformed.init(jax.random.PRNGKey(0), x)
+      gradient = jax.grad(lambda x, t=transformed, p=params: jnp.sum(t.apply(p, x) ** 2))
+      yield jax.jit(gradient).lower(x).compile().as_text()
+  linear, block = compiled_gradients(networks_lib.ROW_MAJOR_GRADIENT_MIN_WIDTH)
   assert 'rhs_contracting_dims={1}' in linear
   assert 'rhs_contracting_dims={1}' not in block and ' dot(' in block
+  _, narrow_block = compiled_gradients(networks_lib.ROW_MAJOR_GRADIENT_MIN_WIDTH // 2)
+  assert 'rhs_contracting_dims={1}' in narrow_block
