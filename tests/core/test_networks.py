@@ -277,9 +277,10 @@ def test_block_linear_has_hk_linears_parameters_values_and_gradients(width):
 def test_block_linear_input_gradient_has_no_transposed_matmul_on_cpu():
   """dy @ w.T contracts w over its minor axis (rhs_contracting_dims={1}), the form
   XLA:CPU runs slowly; BlockLinear's compiled input gradient has only row-major dots
-  from ROW_MAJOR_GRADIENT_MIN_WIDTH on, and below it is hk.Linear's."""
-  def compiled_gradients(width):
-    x = np.ones((8, width), np.float32)
+  from ROW_MAJOR_GRADIENT_MIN_WIDTH on and for batches up to half the width, and
+  elsewhere is hk.Linear's."""
+  def compiled_gradients(width, batch=8):
+    x = np.ones((batch, width), np.float32)
     for transformed in _linear_and_block_linear(width):
       params = transformed.init(jax.random.PRNGKey(0), x)
       gradient = jax.grad(lambda x, t=transformed, p=params: jnp.sum(t.apply(p, x) ** 2))
@@ -289,3 +290,6 @@ def test_block_linear_input_gradient_has_no_transposed_matmul_on_cpu():
   assert 'rhs_contracting_dims={1}' not in block and ' dot(' in block
   _, narrow_block = compiled_gradients(networks_lib.ROW_MAJOR_GRADIENT_MIN_WIDTH // 2)
   assert 'rhs_contracting_dims={1}' in narrow_block
+  width = networks_lib.ROW_MAJOR_GRADIENT_MIN_WIDTH
+  _, large_batch_block = compiled_gradients(width, batch=width // 2 + 1)
+  assert 'rhs_contracting_dims={1}' in large_batch_block
