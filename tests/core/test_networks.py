@@ -260,8 +260,8 @@ def test_block_linear_has_hk_linears_parameters_values_and_gradients(width):
   x = np.random.default_rng(0).normal(size=(16, width)).astype(np.float32)
   linear, block = _linear_and_block_linear(width)
   params = linear.init(jax.random.PRNGKey(0), x)
-  shapes = lambda params: jax.tree.map(np.shape, params)
-  assert shapes(block.init(jax.random.PRNGKey(0), x)) == shapes(params)
+  jax.tree.map(np.testing.assert_array_equal, block.init(jax.random.PRNGKey(0), x),
+               params)
   loss = lambda transformed: lambda p, x: jnp.sum(jnp.sin(transformed.apply(p, x)))
   np.testing.assert_allclose(block.apply(params, x), linear.apply(params, x), rtol=1e-6)
   (want_params, want_x), (got_params, got_x) = (
