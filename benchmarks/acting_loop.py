@@ -235,7 +235,8 @@ def main(argv):
     print(f'{domain_name}:{"CPU frames/s":>20}   x raw (rounds\' range)')
     print(f'  {"raw":<9} {np.median(rates["raw"]):>8.0f}')
     for name, stage_ratios in ratios.items():
-      print(f'  {name:<9} {np.median(rates[name]):>8.0f}  {np.median(stage_ratios):>5.2f}x '
+      print(f'  {name:<9} {np.median(rates[name]):>8.0f}  '
+            f'{np.median(stage_ratios):>5.2f}x '
             f'({min(stage_ratios):.2f}-{max(stage_ratios):.2f})', flush=True)
     print('  reset CPU ms: ' + ', '.join(f'{name} {ms:.2f}' for name, ms in resets.items()))
 

@@ -155,7 +155,8 @@ def test_environments_acting_together_share_items_of_one_transition_each():
   finally:
     server.stop()
   assert all(len(item.vector) == 2 for item in items)
-  got = [tuple(helpers.flat_transition(transition)) for transition in _transitions(layout, items)]
+  got = [tuple(helpers.flat_transition(transition))
+         for transition in _transitions(layout, items)]
   # 9 + 3 + 1 and 8 + 6 + 1 transitions: 14 items of two, none left over.
   assert len(expected) == 28 and len(got) == 28
   assert sorted(got) == sorted(expected)

@@ -172,7 +172,7 @@ class DemoConditionedEnvironment(dm_env.Environment):
       frames += 1
       imitation_total += rewards.imitation_reward_of_features(
           rewards.group_features(timestep.observation, self._reward_groups),
-          [frames[self._t] for frames in self._targets], self._reward_groups)
+          [features[self._t] for features in self._targets], self._reward_groups)
       task_total += timestep.reward
       if timestep.last() or self._t >= self._demo.length - 1:
         break
