@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import batched_loop
+from metamimic_jax import cli
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import demonstrators
 from metamimic_jax import learner as learner_lib
@@ -242,4 +243,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import checkpointing
+from metamimic_jax import cli
 from metamimic_jax import critic_ascent
 from metamimic_jax import demonstrations
 from metamimic_jax import evaluation
@@ -145,4 +146,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import checkpointing
+from metamimic_jax import cli
 from metamimic_jax import demo_sets
 from metamimic_jax import flags as config_flags
 from metamimic_jax import losses
@@ -32,7 +33,6 @@ from metamimic_jax.environments import jaco
 from metamimic_jax.environments import make_domain
 from metamimic_jax.keys import GOAL, OBSERVATION
 
-from absl import app
 from absl import flags
 from acme import specs
 import jax
@@ -111,4 +111,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

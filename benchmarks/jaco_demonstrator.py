@@ -13,12 +13,12 @@ import multiprocessing
 import os
 import time
 
-from absl import app
 from absl import flags
 import mujoco
 import numpy as np
 
 import metamimic_jax  # pylint: disable=unused-import  # Sets the process environment.
+from metamimic_jax import cli
 from metamimic_jax import demo_sets
 from metamimic_jax import demonstrators
 from metamimic_jax import keys
@@ -118,4 +118,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import cli
 from metamimic_jax import jax_utils
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
@@ -27,7 +28,6 @@ from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import PRESETS
 from metamimic_jax.environments import make_domain
 
-from absl import app
 from absl import flags
 from acme import specs
 from acme import types
@@ -107,4 +107,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import xla_timing
+from metamimic_jax import cli
 from metamimic_jax import jax_utils
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
@@ -243,4 +244,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import baselines
+from metamimic_jax import cli
 from metamimic_jax import demo_sets
 from metamimic_jax import evaluation
 from metamimic_jax import flags as config_flags
@@ -31,7 +32,6 @@ from metamimic_jax import training
 from metamimic_jax.environments import base
 from metamimic_jax.environments import make_domain
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -110,4 +110,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import cli
 from metamimic_jax import demo_sets
 from metamimic_jax import distributed
 from metamimic_jax import flags as config_flags
@@ -34,7 +35,6 @@ from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.environments import DOMAIN_NAMES
 from metamimic_jax.environments import make_domain
 
-from absl import app
 from absl import flags
 import psutil
 
@@ -165,4 +165,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

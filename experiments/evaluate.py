@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import baselines
 from metamimic_jax import checkpointing
+from metamimic_jax import cli
 from metamimic_jax import demonstrations
 from metamimic_jax import evaluation
 from metamimic_jax import plotting
@@ -251,4 +252,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 
 import metamimic_jax  # pylint: disable=unused-import  # Sets the process environment.
+from metamimic_jax import cli
 from metamimic_jax import demo_sets
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax import storage
@@ -110,4 +111,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -8,11 +8,11 @@ portable core.
 
 import dataclasses
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
+from metamimic_jax import cli
 from metamimic_jax import networks as networks_lib
 from metamimic_jax import specs
 from metamimic_jax.config import PRESETS, TORSOS
@@ -50,4 +50,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

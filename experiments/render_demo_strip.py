@@ -10,13 +10,13 @@ from the front right (the task's front camera shows the bricks too small to read
 
 import os
 
-from absl import app
 from absl import flags
 import metamimic_jax  # pylint: disable=unused-import,g-bad-import-order  # Before MuJoCo: EGL.
 from dm_control.mujoco import engine
 import imageio
 import numpy as np
 
+from metamimic_jax import cli
 from metamimic_jax import demonstrators
 from metamimic_jax.environments import base
 from metamimic_jax.environments import jaco
@@ -68,4 +68,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,8 +1,10 @@
 """The benchmarks' FLOP accounting and ratios (xla_timing.py), and a tiny learner_throughput run."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -68,3 +70,21 @@ def test_tiny_run_prints_a_row_per_device_count_and_steps_per_call():
                                                  ('2', '2')]
   assert all(row[5] == 'default' and float(row[6]) > 0 and float(row[8]) > 0
              for row in rows)
+
+
+def test_ctrl_c_stops_the_benchmark_with_one_line_and_status_130():
+  """SIGINT while the large step compiles (tens of seconds): no traceback."""
+  process = subprocess.Popen(
+      [sys.executable, 'benchmarks/learner_throughput.py', '--torsos=large',
+       '--inputs=features', '--dtypes=float32', '--steps_per_call=1', '--cache_dir='],
+      cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True,
+      # A shell's background job starts with SIGINT ignored; Ctrl-C's default here.
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  assert process.stdout.readline().startswith('device:')  # Running, about to compile.
+  time.sleep(2)
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 130, stderr
+  assert 'Traceback' not in stderr
+  assert stderr.strip().splitlines()[-1] == 'Stopped by SIGINT (Ctrl-C).'
