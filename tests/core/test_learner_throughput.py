@@ -74,13 +74,17 @@ def test_tiny_run_prints_a_row_per_device_count_and_steps_per_call():
 
 def test_ctrl_c_stops_the_benchmark_with_one_line_and_status_130():
   """SIGINT while the large step compiles (tens of seconds): no traceback."""
+  # A shell's background job (as this suite may be) starts with SIGINT ignored, which
+  # its children inherit: the child restores Python's handler before the script runs.
+  restore_ctrl_c = ('import runpy, signal, sys; '
+                    'signal.signal(signal.SIGINT, signal.default_int_handler); '
+                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
   process = subprocess.Popen(
-      [sys.executable, 'benchmarks/learner_throughput.py', '--torsos=large',
-       '--inputs=features', '--dtypes=float32', '--steps_per_call=1', '--cache_dir='],
+      [sys.executable, '-c', restore_ctrl_c, 'benchmarks/learner_throughput.py',
+       '--torsos=large', '--inputs=features', '--dtypes=float32', '--steps_per_call=1',
+       '--cache_dir='],
       cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True,
-      # A shell's background job starts with SIGINT ignored; Ctrl-C's default here.
-      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+      stderr=subprocess.PIPE, text=True)
   assert process.stdout.readline().startswith('device:')  # Running, about to compile.
   time.sleep(2)
   process.send_signal(signal.SIGINT)
