@@ -15,7 +15,7 @@ its own exploration, exactly as one `MetaMimicActor` each would, and one adder w
 all their transitions, an item holding one from each environment.
 """
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from acme import adders as acme_adders
 from acme import core
@@ -46,32 +46,45 @@ def make_policy(networks: ActorCriticNetworks, packer: packing.ObservationPacker
                                                               packer.unpack(packed)))
 
 
+# Noise an environment draws at once, in steps: a draw a step costs a tenth of the
+# whole batched acting step per environment.
+NOISE_DRAWS_AT_ONCE = 64
+
+
 class _Explorer:
-  """One environment's exploration: Gaussian noise of `sigma` half-ranges, clipped to
-  the action spec; given `min_sigma`, a sigma drawn log-uniformly from [min_sigma,
-  sigma] at each episode's start."""
+  """One environment's exploration: Gaussian noise of `sigma` half-ranges; given
+  `min_sigma`, a sigma drawn log-uniformly from [min_sigma, sigma] at each episode's
+  start."""
 
   def __init__(self, action_spec: specs.BoundedArray, sigma: float,
                random_key: jax.Array, min_sigma: Optional[float]):
-    self._minimum = np.asarray(action_spec.minimum, np.float32)
-    self._maximum = np.asarray(action_spec.maximum, np.float32)
+    self._range = (np.asarray(action_spec.maximum, np.float32) -
+                   np.asarray(action_spec.minimum, np.float32))
     self._rng = np.random.default_rng(np.asarray(jax.random.key_data(random_key)))
     self._sigma_range = None if min_sigma is None else (min_sigma, sigma)
+    self._shape = tuple(action_spec.shape)
+    self._draws = np.empty((0,) + self._shape, np.float32)
+    self._next = 0
     self._set_sigma(sigma)
 
   def _set_sigma(self, sigma: float) -> None:
     self.sigma = sigma
-    self._noise_scale = np.float32(sigma * 0.5) * (self._maximum - self._minimum)
+    self.noise_scale = np.float32(sigma * 0.5) * self._range
 
   def start_episode(self) -> None:
     if self._sigma_range is not None:
       self._set_sigma(float(np.exp(self._rng.uniform(*np.log(self._sigma_range)))))
 
-  def explore(self, action: np.ndarray) -> np.ndarray:
-    if self.sigma == 0:
-      return action
-    noise = self._rng.standard_normal(action.shape, np.float32) * self._noise_scale
-    return np.clip(action + noise, self._minimum, self._maximum)
+  def standard_normal(self) -> np.ndarray:
+    """The next standard normal draw of the action's shape. Drawn
+    `NOISE_DRAWS_AT_ONCE` at a time: the same numbers as a draw a step while no sigma
+    is drawn in between."""
+    if self._next == len(self._draws):
+      self._draws = self._rng.standard_normal((NOISE_DRAWS_AT_ONCE,) + self._shape,
+                                              np.float32)
+      self._next = 0
+    self._next += 1
+    return self._draws[self._next - 1]
 
 
 class ActorBatch:
@@ -104,10 +117,15 @@ class ActorBatch:
                        f'{getattr(adder, "num_environments", type(adder).__name__)}')
     self._adder_takes_packed = (self._adder_is_ours and
                                 adder.layout.observation_packer == self._packer)
-    # Per environment, the last observation given to its adder, packed: select_actions
-    # reads it next.
-    self._observed: List[Optional[Tuple[object, packing.Packed]]] = (
-        [None] * len(random_keys))
+    self._minimum = np.asarray(environment_spec.actions.minimum, np.float32)
+    self._maximum = np.asarray(environment_spec.actions.maximum, np.float32)
+    # Each environment's sigma and noise scale, as its explorer's (set at episodes'
+    # starts).
+    self._sigmas = np.array([explorer.sigma for explorer in self._explorers])
+    self._noise_scales = np.stack([explorer.noise_scale for explorer in self._explorers])
+    # The observations last given to the adder, and them packed: select_actions reads
+    # them next.
+    self._observed: Optional[Tuple[Sequence, packing.Packed]] = None
 
   def __len__(self) -> int:
     return len(self._explorers)
@@ -116,43 +134,57 @@ class ActorBatch:
     """Environment `index`'s current exploration noise, in half-ranges."""
     return self._explorers[index].sigma
 
-  def select_actions(self, observations: Sequence) -> List[np.ndarray]:
-    """One action per environment, for its observation."""
-    packed = []
-    for index, observation in enumerate(observations):
-      observed = self._observed[index]
-      packed.append(observed[1] if observed is not None and observed[0] is observation
-                    else self._packer.pack(observation))
-      self._observed[index] = None
-    stacked = tuple(np.stack(parts) for parts in zip(*packed))
-    actions = np.asarray(self._policy(self._variable_client.params[0], stacked))
-    return [explorer.explore(action)
-            for explorer, action in zip(self._explorers, actions)]
+  def select_actions(self, observations: Sequence) -> np.ndarray:
+    """One action per environment, for its observation: [len(self), ...]."""
+    actions = np.asarray(self._policy(self._variable_client.params[0],
+                                      self._pack_all(observations)))
+    if not self._sigmas.any():
+      return actions
+    noise = np.stack([explorer.standard_normal() for explorer in self._explorers])
+    explored = np.clip(actions + noise * self._noise_scales, self._minimum, self._maximum)
+    # Without noise the policy's action as it is, unclipped.
+    return explored if self._sigmas.all() else np.where(
+        (self._sigmas > 0).reshape((-1,) + (1,) * (actions.ndim - 1)), explored, actions)
 
   def observe_first(self, index: int, timestep: dm_env.TimeStep) -> None:
-    self._explorers[index].start_episode()
+    explorer = self._explorers[index]
+    explorer.start_episode()
+    self._sigmas[index], self._noise_scales[index] = explorer.sigma, explorer.noise_scale
     if self._adder_is_ours:
-      self._adder.add_first(timestep, packed_observation=self._packed(index, timestep),
-                            environment=index)
+      self._adder.add_first(timestep, environment=index, packed_observation=(
+          self._packer.pack(timestep.observation) if self._adder_takes_packed else None))
     elif self._adder:
       self._adder.add_first(timestep)
 
-  def observe(self, index: int, action: np.ndarray,
-              next_timestep: dm_env.TimeStep) -> None:
+  def observe_all(self, actions: np.ndarray,
+                  next_timesteps: Sequence[dm_env.TimeStep]) -> None:
+    """Each environment's action [len(self), ...] and the timestep it led to."""
     if self._adder_is_ours:
-      self._adder.add(action, next_timestep,
-                      packed_observation=self._packed(index, next_timestep),
-                      environment=index)
+      packed = None
+      if self._adder_takes_packed:
+        observations = [timestep.observation for timestep in next_timesteps]
+        packed = self._packer.pack_all(observations)
+        self._observed = (observations, packed)
+      self._adder.add_all(actions, next_timesteps, packed)
     elif self._adder:
+      action, = actions
+      next_timestep, = next_timesteps
       self._adder.add(action, next_timestep)
 
-  def _packed(self, index: int, timestep: dm_env.TimeStep) -> Optional[packing.Packed]:
-    """The timestep's observation packed for the adder, kept for the next
-    select_actions; None if the adder packs differently."""
-    if not self._adder_takes_packed:
-      return None
-    packed = self._packer.pack(timestep.observation)
-    self._observed[index] = (timestep.observation, packed)
+  def _pack_all(self, observations: Sequence) -> packing.Packed:
+    """The observations packed and stacked, from what observe_all packed where it
+    can."""
+    observed, self._observed = self._observed, None
+    if observed is None:
+      return self._packer.pack_all(observations)
+    previous, packed = observed
+    stale = [i for i, (observation, seen) in enumerate(zip(observations, previous))
+             if observation is not seen]  # Reset since.
+    if stale:
+      packed = tuple(np.array(part) for part in packed)  # The adder may still hold them.
+      for i in stale:
+        for part, row in zip(packed, self._packer.pack(observations[i])):
+          part[i] = row
     return packed
 
   def update(self, wait: bool = False) -> None:
@@ -191,7 +223,7 @@ class MetaMimicActor(core.Actor):
     self._batch.observe_first(0, timestep)
 
   def observe(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> None:
-    self._batch.observe(0, action, next_timestep)
+    self._batch.observe_all(np.asarray(action)[None], [next_timestep])
 
   def update(self, wait: bool = False) -> None:
     self._batch.update(wait)

@@ -9,12 +9,13 @@ and per column, so an item of one vector column written once for all the environ
 acting together costs a fraction of an item per environment step (WORKSPACE_NOTES.md,
 "Acting loop speed").
 
-  - each environment's open n-step returns and discounts are lists of float32 scalars
-    (one per reward key), advanced with each step by Acme's float32 recurrence (the
-    same operations in the same order): for the few numbers an environment step adds,
-    numpy scalars cost a third of what numpy's small-array operations do;
-  - each environment's last n + 1 (packed) observations and n actions are kept here, so
-    a finished transition is built as one vector;
+  - all environments' open episodes are windows of numpy arrays (`_Episodes`): each
+    open transition's vector up to its next observation, and its first observation's
+    images, for the last n + 1 observations. `add_all` advances every environment's
+    episode with a dozen whole-array operations (Acme's float32 recurrence, the same
+    operations in the same order, on all open transitions at once), so the step of 16
+    environments costs about what one environment's did; `add` is the same for one
+    environment;
   - finished transitions wait until they fill an item (in the order they finish: with
     environments stepped in turn, one each a step); an item is one writer row, its
     transitions' vectors and images stacked. So an observation's images are stored
@@ -33,8 +34,8 @@ acting together costs a fraction of an item per environment step (WORKSPACE_NOTE
     Reverb's private API (pinned at 0.7).
 """
 
-import collections
-from typing import Deque, List, NamedTuple, Optional, Tuple
+import operator
+from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from acme import adders
 from acme import specs
@@ -71,6 +72,14 @@ class StoredTransitions(NamedTuple):
   next_observation_images: Tuple[np.ndarray, ...]
 
 
+class _Transitions(NamedTuple):
+  """Finished transitions: vectors [T, size], and each image column of their first and
+  next observations [T, ...]."""
+  vectors: np.ndarray
+  first_images: Tuple[np.ndarray, ...]
+  next_images: Tuple[np.ndarray, ...]
+
+
 class TransitionLayout:
   """How replay stores n-step transitions: one float32 vector each, and the images.
 
@@ -87,25 +96,28 @@ class TransitionLayout:
     self._action_shape = tuple(environment_spec.actions.shape)
     action_size = int(np.prod(self._action_shape))
     self._reward_treedef = jax.tree.structure(self._transition_spec.reward)
-    num_rewards = self._reward_treedef.num_leaves
-    self._features = slice(0, features)
-    self._action = slice(features, features + action_size)
-    self._returns = slice(self._action.stop, self._action.stop + num_rewards)
-    self._discounts = slice(self._returns.stop, self._returns.stop + num_rewards)
-    self._next_features = slice(self._discounts.stop, self._discounts.stop + features)
-    self.size = self._next_features.stop
+    self.num_rewards = self._reward_treedef.num_leaves
+    self.features = slice(0, features)
+    self.action = slice(features, features + action_size)
+    self.returns = slice(self.action.stop, self.action.stop + self.num_rewards)
+    self.discounts = slice(self.returns.stop, self.returns.stop + self.num_rewards)
+    self.next_features = slice(self.discounts.stop, self.discounts.stop + features)
+    self.size = self.next_features.stop
+    reward_spec = self._transition_spec.reward
+    if isinstance(reward_spec, Mapping) and not any(map(tree.is_nested,
+                                                        reward_spec.values())):
+      # A dict of scalars (the demo env's): one itemgetter, a tenth of tree.flatten.
+      getter = operator.itemgetter(*sorted(reward_spec))
+      self.flat_reward = ((lambda reward: (getter(reward),)) if len(reward_spec) == 1
+                          else getter)
+    else:
+      self.flat_reward = tree.flatten
 
   def signature(self) -> StoredTransitions:
     """Items of any number of transitions."""
     images = tuple(tf.TensorSpec((None, *s.shape), tf.uint8)
                    for s in self.observation_packer.spec[1:])
     return StoredTransitions(tf.TensorSpec((None, self.size), tf.float32), images, images)
-
-  def vector(self, features: np.ndarray, action: np.ndarray, returns: List[np.float32],
-             discounts: List[np.float32], next_features: np.ndarray) -> np.ndarray:
-    """One transition's vector (action flat; a return and a discount per reward leaf)."""
-    return np.concatenate([features, action, returns, discounts, next_features],
-                          dtype=np.float32)
 
   def unpack(self, item: StoredTransitions) -> types.Transition:
     spec = self._transition_spec
@@ -119,27 +131,102 @@ class TransitionLayout:
               range(part.start, part.stop), jax.tree.leaves(specs_nest))])
 
     return types.Transition(
-        observation=unpack((vector[..., self._features], *item.observation_images)),
-        action=vector[..., self._action].reshape(
+        observation=unpack((vector[..., self.features], *item.observation_images)),
+        action=vector[..., self.action].reshape(
             batch_shape + self._action_shape).astype(spec.action.dtype.as_numpy_dtype),
-        reward=scalars(self._returns, spec.reward),
-        discount=scalars(self._discounts, spec.discount),
-        next_observation=unpack((vector[..., self._next_features],
+        reward=scalars(self.returns, spec.reward),
+        discount=scalars(self.discounts, spec.discount),
+        next_observation=unpack((vector[..., self.next_features],
                                  *item.next_observation_images)),
         extras=())
 
 
-class _Episode:
-  """One environment's episode so far, as far as its open transitions reach back: the
-  last n + 1 observations, the last n actions and the open returns and discounts (row
-  i: the transition from observations[i], oldest first)."""
+class _Episodes:
+  """The open episodes of several environments, as windows that shift a step a step.
 
-  def __init__(self, n_step: int, first: packing.Packed):
-    self.observations: Deque[packing.Packed] = collections.deque([first],
-                                                                 maxlen=n_step + 1)
-    self.actions: Deque[np.ndarray] = collections.deque(maxlen=n_step)
-    self.returns: List[List[np.float32]] = []
-    self.discounts: List[List[np.float32]] = []
+  Environment i, `steps[i]` = t steps into its episode (-1: none open), holds the
+  transition from observation t - k in `transitions[i, n - k]` (k = 0 .. n): its
+  vector as far as it is known ([features | action | returns | discounts], the
+  layout's vector up to the next observation; the features alone for k = 0, the
+  latest observation, until the step from it), and that observation's images in
+  `images[i, n - k]`. The windows of all environments shift together, so every step
+  is a few whole-array operations however many environments act. Rows of transitions
+  that have finished, or of no transition yet (zeros), are advanced unread.
+  """
+
+  def __init__(self, num_environments: int, n_step: int, layout: TransitionLayout):
+    self.n_step = n_step
+    self.layout = layout
+    self.steps = np.full(num_environments, -1)
+    self.transitions = np.zeros(
+        (num_environments, n_step + 1, layout.next_features.start), np.float32)
+    self.images = tuple(np.zeros((num_environments, n_step + 1) + spec.shape, np.uint8)
+                        for spec in layout.observation_packer.spec[1:])
+    self._all = np.arange(num_environments)
+    self.num_open = 0
+
+  def start(self, environment: int, packed: packing.Packed) -> None:
+    features, *images = packed
+    n = self.n_step
+    self.num_open += self.steps[environment] < 0
+    self.steps[environment] = 0
+    self.transitions[environment] = 0
+    self.transitions[environment, n, self.layout.features] = features
+    for window, image in zip(self.images, images):
+      window[environment, n] = image
+
+  def close(self) -> None:
+    self.steps[:] = -1
+    self.num_open = 0
+
+  def advance(self, rows: slice, actions: np.ndarray, rewards_and_discounts: np.ndarray,
+              discount: np.float32, packed: packing.Packed,
+              ended: List[int]) -> _Transitions:
+    """One step of the open episodes in `rows`: [R, ...] actions, [R, returns |
+    discounts] as in the layout, the next observations, and which rows' episodes they
+    end (positions in `rows`); returns the transitions that finish, each
+    environment's in order (the oldest open one, and at an episode's end all the
+    shorter ones after it), environment by environment."""
+    n, layout = self.n_step, self.layout
+    steps = self.steps[rows]  # A view.
+    features, *images = packed
+    window, image_windows = self.transitions[rows], [w[rows] for w in self.images]
+    num_rewards = layout.num_rewards
+    rewards = rewards_and_discounts[:, None, :num_rewards]
+    discounts = rewards_and_discounts[:, None, num_rewards:]
+    # The open transitions: D *= g; R += r D; D *= d. The latest observation's opens.
+    total_discounts = window[:, :n, layout.discounts]
+    total_discounts *= discount
+    window[:, :n, layout.returns] += rewards * total_discounts
+    total_discounts *= discounts
+    window[:, n, layout.action] = actions
+    window[:, n, layout.returns.start:] = rewards_and_discounts
+    # The oldest open transition finishes, and at an episode's end the later ones too.
+    oldest = n - np.minimum(steps, n - 1)
+    if ended:
+      environments = np.concatenate([
+          np.full(n - oldest[i] + 1 if i in ended else 1, i) for i in range(len(steps))])
+      positions = np.concatenate([np.arange(oldest[i], n + 1) if i in ended
+                                  else oldest[i:i + 1] for i in range(len(steps))])
+      next_features, next_images = features[environments], [image[environments]
+                                                             for image in images]
+    else:
+      environments, positions = self._all[:len(steps)], oldest
+      next_features, next_images = features, images
+    finished = _Transitions(
+        np.concatenate([window[environments, positions], next_features], axis=1),
+        tuple(w[environments, positions] for w in image_windows), tuple(next_images))
+    # Shift: the next observation is the latest.
+    window[:, :n] = window[:, 1:]
+    window[:, n, layout.features] = features
+    for image_window, image in zip(image_windows, images):
+      image_window[:, :n] = image_window[:, 1:]
+      image_window[:, n] = image
+    steps += 1
+    if ended:
+      steps[ended] = -1
+      self.num_open -= len(ended)
+    return finished
 
 
 class NStepTransitionAdder(adders.Adder):
@@ -150,11 +237,11 @@ class NStepTransitionAdder(adders.Adder):
   with m = n except for the shorter transitions at an episode's start and end.
 
   It serves `num_environments` environments acting together (`environment` names one
-  in add_first and add); an item holds that many transitions, and finished transitions
-  that do not yet fill one are dropped by `close`. With one environment it is an Acme
-  adder. A caller that has already packed an observation with
-  `layout.observation_packer` (the actor, for its policy) passes it as
-  `packed_observation` to skip packing again.
+  in add_first and add; `add_all` steps all of them at once, as `add` for each in
+  turn would); an item holds that many transitions, and finished transitions that do
+  not yet fill one are dropped by `close`. With one environment it is an Acme adder. A
+  caller that has already packed observations with `layout.observation_packer` (the
+  actor, for its policy) passes them as `packed_observation(s)` to skip packing again.
   """
 
   def __init__(self, client: reverb.Client, table: str, n_step: int, discount: float,
@@ -178,9 +265,9 @@ class NStepTransitionAdder(adders.Adder):
     self._items_per_write = items_per_write
     self._max_in_flight_items = max_in_flight_items
     self._writer: Optional[_CppWriter] = None
-    self._episodes: List[Optional[_Episode]] = [None] * num_environments
-    # Finished transitions not yet in an item: (vector, first images, next images).
-    self._finished: List[Tuple[np.ndarray, tuple, tuple]] = []
+    self._episodes = _Episodes(num_environments, n_step, layout)
+    # Finished transitions not yet in an item, oldest first.
+    self._finished: List[_Transitions] = []
 
   def add_first(self, timestep: dm_env.TimeStep,
                 packed_observation: Optional[packing.Packed] = None,
@@ -192,39 +279,38 @@ class NStepTransitionAdder(adders.Adder):
           # A group, and the items an episode's end adds to it.
           num_keep_alive_refs=self._items_per_write + self._n_step,
           get_signature_timeout_ms=_SIGNATURE_TIMEOUT_MS))
-    self._episodes[environment] = _Episode(
-        self._n_step, self._pack(timestep.observation, packed_observation))
+    self._episodes.start(environment, self._pack(timestep.observation,
+                                                 packed_observation))
 
   def add(self, action: types.NestedArray, next_timestep: dm_env.TimeStep,
           extras: types.NestedArray = (),
           packed_observation: Optional[packing.Packed] = None,
           environment: int = 0) -> None:
-    episode = self._episodes[environment]
-    if episode is None:
+    if self._episodes.steps[environment] < 0:
       raise ValueError('adder.add_first must be called before adder.add')
     if extras:
       raise ValueError('this adder writes no extras')
-    _advance(episode, *_flat_reward_and_discount(next_timestep), self._discount,
-             self._n_step)
-    episode.actions.append(np.ravel(action) if isinstance(action, np.ndarray)
-                           else np.concatenate([np.ravel(a) for a in tree.flatten(action)]))
-    features, *images = self._pack(next_timestep.observation, packed_observation)
-    episode.observations.append((features, *images))
-    # The oldest open transition ends here: from observations[0], by actions[0].
-    # At an episode's end the later ones end here too, shorter.
-    last = len(episode.returns) if next_timestep.last() else 1
-    for i in range(last):
-      first_features, *first_images = episode.observations[i]
-      self._finished.append((self.layout.vector(
-          first_features, episode.actions[i], episode.returns[i], episode.discounts[i],
-          features), first_images, images))
-    self._create_items()
-    if next_timestep.last():
-      self._episodes[environment] = None
-      if self.num_environments == 1:  # As Acme's end of an episode: all confirmed.
-        self._write_items(until_in_flight=0)
-    if self._writer.num_waiting_items >= self._items_per_write:
-      self._write_items(self._max_in_flight_items)
+    action = (action if isinstance(action, np.ndarray)
+              else np.concatenate([np.ravel(a) for a in tree.flatten(action)]))
+    packed = self._pack(next_timestep.observation, packed_observation)
+    self._advance(slice(environment, environment + 1), action.reshape(1, -1),
+                  [next_timestep], tuple(part[None] for part in packed))
+
+  def add_all(self, actions: np.ndarray, next_timesteps: Sequence[dm_env.TimeStep],
+              packed_observations: Optional[packing.Packed] = None) -> None:
+    """`add` of actions[i] and next_timesteps[i] for every environment i, in order;
+    `packed_observations` are the timesteps' observations packed and stacked."""
+    if len(next_timesteps) != self.num_environments:
+      raise ValueError(f'{len(next_timesteps)} timesteps for an adder of '
+                       f'{self.num_environments} environments')
+    if packed_observations is None:
+      packed_observations = self.layout.observation_packer.pack_all(
+          [timestep.observation for timestep in next_timesteps])
+    if self._episodes.num_open < self.num_environments:
+      raise ValueError('adder.add_first must be called for every environment before '
+                       'adder.add_all')
+    self._advance(slice(None), np.reshape(actions, (self.num_environments, -1)),
+                  next_timesteps, packed_observations)
 
   def reset(self) -> None:
     """Writes the waiting items and waits until all are in the table, then forgets every
@@ -232,7 +318,7 @@ class NStepTransitionAdder(adders.Adder):
     queued for the next."""
     if self._writer is not None:
       self._write_items(until_in_flight=0)
-    self._episodes = [None] * self.num_environments
+    self._episodes.close()
 
   def close(self) -> None:
     """Ends the stream to the server, whose stop() would wait ~5 s on an open one;
@@ -240,47 +326,56 @@ class NStepTransitionAdder(adders.Adder):
     if self._writer is not None:
       self._writer.close()
       self._writer = None
-    self._episodes = [None] * self.num_environments
+    self._episodes.close()
     self._finished = []
 
   def _pack(self, observation, packed: Optional[packing.Packed]) -> packing.Packed:
     return self.layout.observation_packer.pack(observation) if packed is None else packed
 
+  def _advance(self, rows: slice, actions: np.ndarray,
+               next_timesteps: Sequence[dm_env.TimeStep],
+               packed: packing.Packed) -> None:
+    ended = [i for i, timestep in enumerate(next_timesteps) if timestep.last()]
+    self._finished.append(self._episodes.advance(
+        rows, actions, _rewards_and_discounts(next_timesteps, self.layout),
+        self._discount, packed, ended))
+    self._create_items()
+    if self.num_environments == 1 and ended:  # As Acme's end of an episode.
+      self._write_items(until_in_flight=0)
+    if self._writer.num_waiting_items >= self._items_per_write:
+      self._write_items(self._max_in_flight_items)
+
   def _create_items(self) -> None:
+    """Creates an item of each `num_environments` finished transitions, oldest first."""
     size = self.num_environments
-    while len(self._finished) >= size:
-      transitions, self._finished = self._finished[:size], self._finished[size:]
-      vectors, first_images, next_images = zip(*transitions)
-      self._writer.create_item(
-          [_stack(vectors)] + [_stack(column) for column in zip(*first_images)] +
-          [_stack(column) for column in zip(*next_images)])
+    if len(self._finished) > 1:
+      self._finished = [_Transitions(*(
+          np.concatenate(column) if isinstance(column[0], np.ndarray)
+          else tuple(np.concatenate(images) for images in zip(*column))
+          for column in zip(*self._finished)))]
+    finished, = self._finished
+    count = len(finished.vectors)
+    if count == size:  # As every step without an episode's end.
+      self._writer.create_item([finished.vectors, *finished.first_images,
+                                *finished.next_images])
+      self._finished = []
+      return
+    for start in range(0, count - size + 1, size):
+      part = slice(start, start + size)
+      self._writer.create_item([finished.vectors[part]] +
+                               [images[part] for images in finished.first_images] +
+                               [images[part] for images in finished.next_images])
+    left = count % size
+    self._finished = [] if not left else [_Transitions(
+        finished.vectors[count - left:],
+        tuple(images[count - left:] for images in finished.first_images),
+        tuple(images[count - left:] for images in finished.next_images))]
 
   def _write_items(self, until_in_flight: int) -> None:
     """Creates the waiting items, then waits until at most `until_in_flight` of all
     items written are unconfirmed."""
     self._writer.write_items(self._table, _PRIORITY)
     self._writer.flush(until_in_flight)
-
-
-def _stack(arrays: Tuple[np.ndarray, ...]) -> np.ndarray:
-  """np.stack, without its checks for one array (a twentieth of its time)."""
-  return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
-
-
-def _advance(episode: _Episode, rewards: List[np.float32], discounts: List[np.float32],
-             discount: np.float32, n_step: int) -> None:
-  """Adds a step's rewards to the episode's open transitions (Acme's float32 recurrence,
-  per reward key: D *= g; R += r D; D *= d), opens one that starts with them and keeps
-  the last n."""
-  for returns, total_discounts in zip(episode.returns, episode.discounts):
-    for k, (reward, step_discount) in enumerate(zip(rewards, discounts)):
-      total_discount = total_discounts[k] * discount
-      returns[k] = returns[k] + reward * total_discount
-      total_discounts[k] = total_discount * step_discount
-  episode.returns.append(list(rewards))
-  episode.discounts.append(list(discounts))
-  if len(episode.returns) > n_step:
-    del episode.returns[0], episode.discounts[0]
 
 
 class _CppWriter:
@@ -313,14 +408,20 @@ class _CppWriter:
     self._writer.close()
 
 
-def _flat_reward_and_discount(timestep: dm_env.TimeStep
-                              ) -> Tuple[List[np.float32], List[np.float32]]:
-  """Flat float32 rewards, and one discount per reward (a scalar discount is shared)."""
-  rewards = [np.float32(r) for r in tree.flatten(timestep.reward)]
-  discounts = [np.float32(d) for d in tree.flatten(timestep.discount)]
-  if len(discounts) == 1:
-    return rewards, discounts * len(rewards)
-  if len(discounts) != len(rewards):
-    raise ValueError(f'the discount {timestep.discount} must be a scalar or have the '
-                     f'structure of the reward {timestep.reward}')
-  return rewards, discounts
+def _rewards_and_discounts(timesteps: Sequence[dm_env.TimeStep],
+                           layout: TransitionLayout) -> np.ndarray:
+  """Each timestep's float32 [rewards | discounts], flat, a discount per reward (a
+  scalar discount is every reward's): [len(timesteps), 2 num_rewards]."""
+  num_rewards = layout.num_rewards
+  if tree.is_nested(timesteps[0].discount):
+    flat_discount = tree.flatten
+  else:
+    flat_discount = lambda discount: (discount,) * num_rewards
+  values = np.array([(*layout.flat_reward(timestep.reward),
+                      *flat_discount(timestep.discount)) for timestep in timesteps],
+                    np.float32)
+  if values.shape[1:] != (2 * num_rewards,):
+    raise ValueError(f'the reward {timesteps[0].reward} and discount '
+                     f'{timesteps[0].discount} do not match the reward spec '
+                     f'({num_rewards} values; the discount a scalar or one per reward)')
+  return values

@@ -1,7 +1,7 @@
 """Acme's environment loop for an ActorBatch: several environments, one policy call."""
 
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from acme.utils import counting
 from acme.utils import loggers
@@ -36,8 +36,11 @@ class BatchedEnvironmentLoop:
     self._logger = logger or loggers.NoOpLogger()
     self._update = update or actor.update
     self._timesteps: Optional[List[dm_env.TimeStep]] = None
-    self._lengths = [0] * len(environments)
-    self._returns: List[object] = [None] * len(environments)
+    self._lengths = np.zeros(len(environments), np.int64)
+    # Each episode's return so far, per reward key (a scalar reward: one column): a
+    # sum for all the environments at once.
+    self._reward_keys: Optional[Tuple[str, ...]] = None
+    self._returns: Optional[np.ndarray] = None
     self._starts = [(0.0, 0)] * len(environments)  # (time, self._steps) at reset.
     self._steps = 0  # Steps of all environments.
 
@@ -66,10 +69,9 @@ class BatchedEnvironmentLoop:
     # orders apart beyond its noise).
     self._timesteps = [environment.step(action)
                        for environment, action in zip(self._environments, actions)]
-    for i, (action, timestep) in enumerate(zip(actions, self._timesteps)):
-      self._actor.observe(i, action, timestep)
-      self._lengths[i] += 1
-      self._returns[i] = _add(self._returns[i], timestep.reward)
+    self._actor.observe_all(actions, self._timesteps)
+    self._add_rewards([timestep.reward for timestep in self._timesteps])
+    self._lengths += 1
     self._steps += len(self._environments)
     self._update()
     for i, timestep in enumerate(self._timesteps):
@@ -82,28 +84,35 @@ class BatchedEnvironmentLoop:
     timestep = self._environments[index].reset()
     self._actor.observe_first(index, timestep)
     self._lengths[index] = 0
-    self._returns[index] = None
+    if self._returns is not None:
+      self._returns[index] = 0
     self._starts[index] = (time.time(), self._steps)
     return timestep
 
+  def _add_rewards(self, rewards: Sequence) -> None:
+    """Adds each environment's reward (a dict of scalars or a scalar) to its return."""
+    if self._returns is None:
+      if isinstance(rewards[0], dict):
+        self._reward_keys = tuple(rewards[0])
+      self._returns = np.zeros((len(rewards), len(self._reward_keys or (None,))),
+                               np.float32)
+    keys = self._reward_keys
+    self._returns += (np.array(rewards, np.float32)[:, None] if keys is None else
+                      np.array([[reward[key] for key in keys] for reward in rewards],
+                               np.float32))
+
   def _finish(self, index: int) -> Dict[str, object]:
-    counts = self._counter.increment(episodes=1, steps=self._lengths[index])
+    length = int(self._lengths[index])
+    counts = self._counter.increment(episodes=1, steps=length)
     start_time, start_steps = self._starts[index]
+    returns = self._returns[index]
     result = {
-        'episode_length': self._lengths[index],
-        'episode_return': self._returns[index],
+        'episode_length': length,
+        'episode_return': (returns[0] if self._reward_keys is None
+                           else dict(zip(self._reward_keys, returns))),
         'steps_per_second': (self._steps - start_steps) / max(time.time() - start_time,
                                                               1e-9),
         **counts,
     }
     self._logger.write(result)
     return result
-
-
-def _add(total, reward):
-  """total + reward for a reward that is a dict of scalars or a scalar; None: zero."""
-  if isinstance(reward, dict):
-    if total is None:
-      return {key: np.float32(value) for key, value in reward.items()}
-    return {key: total[key] + value for key, value in reward.items()}
-  return np.float32(reward) if total is None else total + reward

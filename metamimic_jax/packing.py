@@ -7,7 +7,7 @@ replay column for each of a transition's two observations. `unpack` restores the
 observation the networks read, with static slices, in numpy or inside a jitted function.
 """
 
-from typing import Mapping, Tuple
+from typing import Mapping, Sequence, Tuple
 
 from acme import specs
 import jax
@@ -24,6 +24,7 @@ class ObservationPacker:
     # goal): `pack` takes the spec's top-level keys only.
     self._keys = (tuple(observation_spec) if isinstance(observation_spec, Mapping)
                   else None)
+    self._key_set = set(self._keys or ())
     spec_leaves, self._treedef = jax.tree.flatten(observation_spec)
     self._shapes = [tuple(s.shape) for s in spec_leaves]
     self._image_indices = [i for i, s in enumerate(spec_leaves) if s.dtype == np.uint8]
@@ -43,8 +44,29 @@ class ObservationPacker:
             self._image_indices == other._image_indices)
 
   def pack(self, observation) -> Packed:
-    if self._keys is not None:
-      missing = sorted(set(self._keys) - set(observation))
+    leaves = self._leaves(observation)
+    # One concatenate (5 us for Jaco's 20 leaves) instead of a slice copy a leaf (27 us).
+    features = np.concatenate([leaves[i] for i in self._feature_indices] or
+                              [np.empty(0)], axis=None, dtype=np.float32,
+                              casting='unsafe')
+    return (features, *(leaves[i] for i in self._image_indices))
+
+  def pack_all(self, observations: Sequence) -> Packed:
+    """`pack` of each observation, stacked: [len(observations), ...] each part, with
+    one concatenate for all their features."""
+    leaves = [self._leaves(observation) for observation in observations]
+    features = np.concatenate([each[i] for each in leaves for i in self._feature_indices]
+                              or [np.empty(0)], axis=None, dtype=np.float32,
+                              casting='unsafe')
+    if features.size != len(observations) * self.size:
+      raise ValueError(f'the observations have {features.size} features in all; their '
+                       f'spec has {self.size} each')
+    return (features.reshape(len(observations), self.size),
+            *(np.stack([each[i] for each in leaves]) for i in self._image_indices))
+
+  def _leaves(self, observation) -> list:
+    if self._keys is not None and observation.keys() != self._key_set:
+      missing = sorted(self._key_set - set(observation))
       if missing:
         raise ValueError(f'the observation lacks {missing}; its spec has {self._keys}')
       observation = {k: observation[k] for k in self._keys}
@@ -52,11 +74,7 @@ class ObservationPacker:
     if len(leaves) != len(self._shapes):
       raise ValueError(f'the observation has {len(leaves)} arrays; its spec has '
                        f'{len(self._shapes)}')
-    # One concatenate (5 us for Jaco's 20 leaves) instead of a slice copy a leaf (27 us).
-    features = np.concatenate([leaves[i] for i in self._feature_indices] or
-                              [np.empty(0)], axis=None, dtype=np.float32,
-                              casting='unsafe')
-    return (features, *(leaves[i] for i in self._image_indices))
+    return leaves
 
   def unpack(self, packed: Packed):
     """The nested observation; leading (batch) dimensions of `packed` are kept."""

@@ -8,6 +8,7 @@ episode and calls `imitation_reward_of_features`). tests/test_rewards.py checks 
 they agree.
 """
 
+import math
 from typing import List, Mapping, Sequence
 
 import chex
@@ -64,8 +65,9 @@ def group_features(frames: Mapping[str, np.ndarray], groups: Sequence[FeatureGro
   """Each group's features of `frames`, flat float32 (uint8 pixels scaled to [0, 1]),
   after `batch_dims` leading dimensions: an environment computes a demonstration's once
   per episode (batch_dims=1) and its observation's once a step."""
-  return [np.concatenate([_flat_float32(frames[key], batch_dims) for key in group.keys],
-                         axis=-1) for group in groups]
+  return [_flat_float32(frames[group.keys[0]], batch_dims) if len(group.keys) == 1
+          else np.concatenate([_flat_float32(frames[key], batch_dims)
+                               for key in group.keys], axis=-1) for group in groups]
 
 
 def imitation_reward_of_features(observed: Sequence[np.ndarray],
@@ -75,12 +77,16 @@ def imitation_reward_of_features(observed: Sequence[np.ndarray],
   reward = 0.0
   for group, o, d in zip(groups, observed, target):
     difference = o - d
-    reward += group.weight * np.exp(-group.scale * np.dot(difference, difference))
+    # math.exp of a Python float: a tenth of np.exp's time on a numpy scalar.
+    reward += group.weight * math.exp(-group.scale * float(np.dot(difference,
+                                                                   difference)))
   return np.float32(reward)
 
 
 def _flat_float32(x: np.ndarray, batch_dims: int) -> np.ndarray:
   x = np.asarray(x)
+  if x.ndim == batch_dims + 1 and x.dtype == np.float32:  # As body features are.
+    return x
   flat = x.reshape(x.shape[:batch_dims] + (-1,))
   if x.dtype == np.uint8:
     return flat.astype(np.float32) / np.float32(255)

@@ -165,6 +165,62 @@ def test_environments_acting_together_share_items_of_one_transition_each():
   assert first_environment == expected[:13]
 
 
+def test_adding_all_environments_at_once_writes_what_adding_each_in_turn_writes():
+  """`add_all` (the actor's) and `add` for each environment in turn, with episodes of
+  different lengths (shorter than n, one step, ending at different steps) and a
+  reset right after each end, write the same items in the same order."""
+  spec = _environment_spec(dict_discount=True)
+  layout = adders.TransitionLayout(spec)
+  server = reverb.Server([reverb.Table.queue(name, 1000, signature=layout.signature())
+                          for name in ('turns', 'all')], port=None)
+  rng = np.random.default_rng(5)
+  # Per environment, episode lengths and ends: 10 steps in all for each.
+  lengths = (((7, 'termination'), (2, 'truncation'), (1, 'termination')),
+             ((6, 'truncation'), (4, 'termination')),
+             ((1, 'truncation'), (1, 'termination'), (5, 'truncation'),
+              (3, 'termination')))
+  episodes = [[_episode(rng, length, end, True) for length, end in per_environment]
+              for per_environment in lengths]
+  # Per environment, each step's (first timestep of an episode it starts or None,
+  # action, timestep).
+  steps = [[(first if k == 0 else None, action, timestep)
+            for first, episode in per_environment
+            for k, (action, timestep) in enumerate(episode)]
+           for per_environment in episodes]
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    in_turn = adders.NStepTransitionAdder(client, 'turns', N_STEP, DISCOUNT, layout,
+                                          num_environments=3, items_per_write=2)
+    at_once = adders.NStepTransitionAdder(client, 'all', N_STEP, DISCOUNT, layout,
+                                          num_environments=3, items_per_write=2)
+    with pytest.raises(ValueError, match='add_first must be called for every'):
+      at_once.add_all(np.zeros((3, 2)), [steps[0][0][2]] * 3)
+    for t in range(10):
+      row = [per_environment[t] for per_environment in steps]
+      for environment, (first, _, _) in enumerate(row):
+        if first is not None:
+          in_turn.add_first(first, environment=environment)
+          at_once.add_first(first, environment=environment)
+      for environment, (_, action, timestep) in enumerate(row):
+        in_turn.add(action, timestep, environment=environment)
+      at_once.add_all(np.stack([action for _, action, _ in row]),
+                      [timestep for _, _, timestep in row])
+    with pytest.raises(ValueError, match='2 timesteps for an adder of 3'):
+      at_once.add_all(np.zeros((2, 2)), [steps[0][0][2]] * 2)
+    in_turn.reset()  # Writes the last items and waits until they are in the table.
+    at_once.reset()
+    expected, got = _items(client, 'turns'), _items(client, 'all')
+    in_turn.close()
+    at_once.close()
+  finally:
+    server.stop()
+  # An episode of T steps finishes T - 1 + min(T, n) transitions: 13 + 14 + 14 in
+  # all, 13 items of three and two left over.
+  assert len(expected) == len(got) == 13
+  for want, have in zip(expected, got):
+    tree.map_structure(np.testing.assert_array_equal, want, have)
+
+
 def test_unpacks_a_batch_of_items():
   spec = _environment_spec(dict_discount=True)
   layout = adders.TransitionLayout(spec)

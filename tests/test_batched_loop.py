@@ -119,8 +119,10 @@ class _ConstantBatch:
     assert timestep.first()
     self.firsts.append(index)
 
-  def observe(self, index, action, timestep):
-    self.observed.append((index, float(timestep.observation)))
+  def observe_all(self, actions, timesteps):
+    assert len(actions) == len(timesteps) == len(self._actions)
+    self.observed.extend((index, float(timestep.observation))
+                         for index, timestep in enumerate(timesteps))
 
   def update(self):
     self.updates += 1

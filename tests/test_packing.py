@@ -55,3 +55,18 @@ def test_pack_casts_other_dtypes_and_takes_images_alone():
       {'pixels': specs.Array((2, 2, 1), np.uint8)}).pack({'pixels': np.ones((2, 2, 1),
                                                                             np.uint8)})
   assert features.shape == (0,) and features.dtype == np.float32 and pixels.sum() == 4
+
+
+def test_pack_all_stacks_what_pack_gives_each_observation():
+  packer = packing.ObservationPacker(SPEC)
+  observations = [_observation(0), _observation(10), _observation(20)]
+  features, pixels = packer.pack_all(observations)
+  packed = [packer.pack(o) for o in observations]
+  np.testing.assert_array_equal(features, np.stack([p[0] for p in packed]))
+  np.testing.assert_array_equal(pixels, np.stack([p[1] for p in packed]))
+  assert features.shape == (3, 6) and features.dtype == np.float32
+  wrong = _observation()
+  wrong['observation']['v'] = np.zeros(4, np.float32)
+  with pytest.raises(ValueError, match='the observations have 19 features in all; their '
+                     'spec has 6 each'):
+    packer.pack_all([_observation(), wrong, _observation()])
