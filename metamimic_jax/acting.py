@@ -121,7 +121,7 @@ class ActorBatch:
     self._maximum = np.asarray(environment_spec.actions.maximum, np.float32)
     # Each environment's sigma and noise scale, as its explorer's (set at episodes'
     # starts).
-    self._sigmas = np.array([explorer.sigma for explorer in self._explorers])
+    self._sigmas = [explorer.sigma for explorer in self._explorers]
     self._noise_scales = np.stack([explorer.noise_scale for explorer in self._explorers])
     # The observations last given to the adder, and them packed: select_actions reads
     # them next.
@@ -138,13 +138,18 @@ class ActorBatch:
     """One action per environment, for its observation: [len(self), ...]."""
     actions = np.asarray(self._policy(self._variable_client.params[0],
                                       self._pack_all(observations)))
-    if not self._sigmas.any():
+    if not any(self._sigmas):
       return actions
-    noise = np.stack([explorer.standard_normal() for explorer in self._explorers])
-    explored = np.clip(actions + noise * self._noise_scales, self._minimum, self._maximum)
+    noise = _stack([explorer.standard_normal() for explorer in self._explorers])
+    explored = actions + noise * self._noise_scales
+    # Clipped to the action spec (np.clip's result, at half its cost on small arrays).
+    np.minimum(np.maximum(explored, self._minimum, out=explored), self._maximum,
+               out=explored)
+    if all(self._sigmas):
+      return explored
     # Without noise the policy's action as it is, unclipped.
-    return explored if self._sigmas.all() else np.where(
-        (self._sigmas > 0).reshape((-1,) + (1,) * (actions.ndim - 1)), explored, actions)
+    noisy = np.array(self._sigmas) > 0
+    return np.where(noisy.reshape((-1,) + (1,) * (actions.ndim - 1)), explored, actions)
 
   def observe_first(self, index: int, timestep: dm_env.TimeStep) -> None:
     explorer = self._explorers[index]
@@ -227,3 +232,8 @@ class MetaMimicActor(core.Actor):
 
   def update(self, wait: bool = False) -> None:
     self._batch.update(wait)
+
+
+def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+  """np.stack, without its checks for one array (a third of its time)."""
+  return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)

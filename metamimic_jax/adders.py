@@ -202,20 +202,24 @@ class _Episodes:
     window[:, n, layout.action] = actions
     window[:, n, layout.returns.start:] = rewards_and_discounts
     # The oldest open transition finishes, and at an episode's end the later ones too.
-    oldest = n - np.minimum(steps, n - 1)
+    next_features, next_images = features, images
     if ended:
+      oldest = n - np.minimum(steps, n - 1)
       environments = np.concatenate([
           np.full(n - oldest[i] + 1 if i in ended else 1, i) for i in range(len(steps))])
       positions = np.concatenate([np.arange(oldest[i], n + 1) if i in ended
                                   else oldest[i:i + 1] for i in range(len(steps))])
       next_features, next_images = features[environments], [image[environments]
                                                              for image in images]
+    elif steps.min() >= n - 1:  # Every episode n steps in: each oldest at 1, a view.
+      environments, positions = slice(None), 1
     else:
-      environments, positions = self._all[:len(steps)], oldest
-      next_features, next_images = features, images
+      environments, positions = self._all[:len(steps)], n - np.minimum(steps, n - 1)
     finished = _Transitions(
         np.concatenate([window[environments, positions], next_features], axis=1),
-        tuple(w[environments, positions] for w in image_windows), tuple(next_images))
+        # Copies (the windows shift below).
+        tuple(np.array(w[environments, positions]) for w in image_windows),
+        tuple(next_images))
     # Shift: the next observation is the latest.
     window[:, :n] = window[:, 1:]
     window[:, n, layout.features] = features
