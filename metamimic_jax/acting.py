@@ -5,14 +5,17 @@ pays per argument leaf. The actor therefore packs the observation into one flat 
 vector on the host (its uint8 images stay separate arrays), the jitted policy unpacks it
 with static slices, and the exploration noise is drawn with numpy on the host: one call
 takes the parameters and one array (plus any images) and returns the actions. An adder
-that stores observations packed the same way gets the packed observation the policy
+that stores observations packed the same way gets the packed observations the policy
 then reads, so each observation is packed once.
 
 `ActorBatch` acts in several environments with one policy call a step for all of them:
 on a CPU the call and its eviction of the simulator's caches cost more than the call's
-arithmetic, so a batch pays them once for all its environments. Each environment keeps
-its own exploration, exactly as one `MetaMimicActor` each would, and one adder writes
-all their transitions, an item holding one from each environment.
+arithmetic, so a batch pays them once for all its environments. The step's host work
+is batched too: all the environments' observations are packed with one concatenate
+(`observe_all`), one adder advances all their episodes with whole-array operations, and
+the noise is one array operation. Each environment keeps its own exploration, exactly
+as one `MetaMimicActor` each would, and one adder writes all their transitions, an item
+holding one from each environment.
 """
 
 from typing import Callable, Optional, Sequence, Tuple

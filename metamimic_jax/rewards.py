@@ -4,7 +4,7 @@ Two twins of one formula: `imitation_reward` (JAX: pure, jittable, for learners 
 anything batched with vmap) and `imitation_reward_numpy` (for environments, which pay
 the reward one step at a time on the host, where a jitted call costs more than the
 arithmetic; an environment computes the demonstration's `group_features` once an
-episode and calls `imitation_reward_of_features`). tests/test_rewards.py checks that
+episode and calls `imitation_reward_of_features`). tests/core/test_rewards.py checks that
 they agree.
 """
 
