@@ -307,12 +307,12 @@ class NStepTransitionAdder(adders.Adder):
     if len(next_timesteps) != self.num_environments:
       raise ValueError(f'{len(next_timesteps)} timesteps for an adder of '
                        f'{self.num_environments} environments')
-    if packed_observations is None:
-      packed_observations = self.layout.observation_packer.pack_all(
-          [timestep.observation for timestep in next_timesteps])
     if self._episodes.num_open < self.num_environments:
       raise ValueError('adder.add_first must be called for every environment before '
                        'adder.add_all')
+    if packed_observations is None:
+      packed_observations = self.layout.observation_packer.pack_all(
+          [timestep.observation for timestep in next_timesteps])
     self._advance(slice(None), np.reshape(actions, (self.num_environments, -1)),
                   next_timesteps, packed_observations)
 
@@ -359,11 +359,6 @@ class NStepTransitionAdder(adders.Adder):
           for column in zip(*self._finished)))]
     finished, = self._finished
     count = len(finished.vectors)
-    if count == size:  # As every step without an episode's end.
-      self._writer.create_item([finished.vectors, *finished.first_images,
-                                *finished.next_images])
-      self._finished = []
-      return
     for start in range(0, count - size + 1, size):
       part = slice(start, start + size)
       self._writer.create_item([finished.vectors[part]] +
