@@ -49,8 +49,8 @@ def make_policy(networks: ActorCriticNetworks, packer: packing.ObservationPacker
                                                               packer.unpack(packed)))
 
 
-# Noise an environment draws at once, in steps: a draw a step costs a tenth of the
-# whole batched acting step per environment.
+# Noise an environment draws at once, in steps: a small draw's time is nearly all
+# numpy's per-call cost.
 NOISE_DRAWS_AT_ONCE = 64
 
 
