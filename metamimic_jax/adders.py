@@ -416,10 +416,13 @@ def _rewards_and_discounts(timesteps: Sequence[dm_env.TimeStep],
     flat_discount = tree.flatten
   else:
     flat_discount = lambda discount: (discount,) * num_rewards
-  values = np.array([(*layout.flat_reward(timestep.reward),
-                      *flat_discount(timestep.discount)) for timestep in timesteps],
-                    np.float32)
-  if values.shape[1:] != (2 * num_rewards,):
+  try:
+    values = np.array([(*layout.flat_reward(timestep.reward),
+                        *flat_discount(timestep.discount)) for timestep in timesteps],
+                      np.float32)
+  except (KeyError, TypeError, ValueError):  # A missing key, a ragged or nested row.
+    values = None
+  if values is None or values.shape[1:] != (2 * num_rewards,):
     raise ValueError(f'the reward {timesteps[0].reward} and discount '
                      f'{timesteps[0].discount} do not match the reward spec '
                      f'({num_rewards} values; the discount a scalar or one per reward)')

@@ -321,6 +321,23 @@ def test_closing_ends_the_stream_so_the_server_stops_at_once():
   assert time.time() - start < 2
 
 
+def test_a_reward_or_discount_unlike_the_spec_is_refused_in_one_line(lean_client):
+  client, layout = lean_client
+  adder = adders.NStepTransitionAdder(client, 'lean', n_step=2, discount=0.5,
+                                      layout=layout)
+  first, steps = _episode(np.random.default_rng(6), 2, 'truncation', False)
+  action, timestep = steps[0]
+  adder.add_first(first)
+  for bad in (timestep._replace(reward={'imitation': np.float32(1)}),
+              timestep._replace(discount={'imitation': np.float32(1),
+                                          'task': np.float32(1),
+                                          'other': np.float32(1)})):
+    with pytest.raises(ValueError, match='do not match the reward spec'):
+      adder.add(action, bad)
+  adder.add(action, timestep)  # The adder still takes good steps.
+  adder.close()
+
+
 def test_add_before_add_first_is_refused():
   layout = adders.TransitionLayout(_environment_spec(dict_discount=False))
   adder = adders.NStepTransitionAdder(client=None, table='t', n_step=1, discount=1.0,
