@@ -203,18 +203,18 @@ class _Episodes:
     window[:, n, layout.returns.start:] = rewards_and_discounts
     # The oldest open transition finishes, and at an episode's end the later ones too.
     next_features, next_images = features, images
-    if ended:
-      oldest = n - np.minimum(steps, n - 1)
-      environments = np.concatenate([
-          np.full(n - oldest[i] + 1 if i in ended else 1, i) for i in range(len(steps))])
-      positions = np.concatenate([np.arange(oldest[i], n + 1) if i in ended
-                                  else oldest[i:i + 1] for i in range(len(steps))])
-      next_features, next_images = features[environments], [image[environments]
-                                                             for image in images]
-    elif steps.min() >= n - 1:  # Every episode n steps in: each oldest at 1, a view.
-      environments, positions = slice(None), 1
+    if not ended and steps.min() >= n - 1:  # Every episode n steps in: oldest at 1.
+      environments, positions = slice(None), 1  # A view.
     else:
-      environments, positions = self._all[:len(steps)], n - np.minimum(steps, n - 1)
+      oldest = n - np.minimum(steps, n - 1)
+      environments, positions = self._all[:len(steps)], oldest
+      if ended:
+        environments = np.concatenate([np.full(n - oldest[i] + 1 if i in ended else 1, i)
+                                       for i in range(len(steps))])
+        positions = np.concatenate([np.arange(oldest[i], n + 1) if i in ended
+                                    else oldest[i:i + 1] for i in range(len(steps))])
+        next_features, next_images = features[environments], [image[environments]
+                                                               for image in images]
     finished = _Transitions(
         np.concatenate([window[environments, positions], next_features], axis=1),
         # Copies (the windows shift below).

@@ -65,9 +65,8 @@ def group_features(frames: Mapping[str, np.ndarray], groups: Sequence[FeatureGro
   """Each group's features of `frames`, flat float32 (uint8 pixels scaled to [0, 1]),
   after `batch_dims` leading dimensions: an environment computes a demonstration's once
   per episode (batch_dims=1) and its observation's once a step."""
-  return [_flat_float32(frames[group.keys[0]], batch_dims) if len(group.keys) == 1
-          else np.concatenate([_flat_float32(frames[key], batch_dims)
-                               for key in group.keys], axis=-1) for group in groups]
+  return [np.concatenate([_flat_float32(frames[key], batch_dims) for key in group.keys],
+                         axis=-1) for group in groups]
 
 
 def imitation_reward_of_features(observed: Sequence[np.ndarray],
