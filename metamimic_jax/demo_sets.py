@@ -46,10 +46,20 @@ def record(domain: Domain, seeds: Sequence[int], num_workers: int = 1) -> Demos:
     if num_workers <= 1:
       return [progress.done(_record(job)) for job in jobs]
     # 'spawn': workers must not inherit the parent's TF/JAX/EGL state. They ignore a
-    # terminal's Ctrl-C: the parent decides, and its pool terminates them.
-    with multiprocessing.get_context('spawn').Pool(num_workers,
-                                                   initializer=_ignore_interrupts) as pool:
-      return [progress.done(demo) for demo in pool.imap(_record, jobs)]
+    # terminal's Ctrl-C: the parent decides, and its pool terminates them. A Ctrl-C
+    # while the pool launches a worker would cut that worker off from its start-up data
+    # (a traceback from the worker), so it is held until all have started.
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+      with multiprocessing.get_context('spawn').Pool(
+          num_workers, initializer=_ignore_interrupts) as pool:
+        signal.signal(signal.SIGINT, previous)
+        if interrupted:
+          raise KeyboardInterrupt
+        return [progress.done(demo) for demo in pool.imap(_record, jobs)]
+    finally:
+      signal.signal(signal.SIGINT, previous)
 
 
 def generate(domain: Domain, directory: str, seeds: Sequence[int],
