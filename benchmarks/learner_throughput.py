@@ -24,6 +24,10 @@ Compile seconds are printed per row; `--cache_dir` keeps XLA's compiles between 
 `--compare_options` also times each one-device row compiled with those XLA options,
 in the same rounds (rows 'options' beside 'default').
 
+`--keep_freed_memory` (default on) calls `process_env.keep_freed_memory()` before JAX
+starts: XLA's fresh buffers then reuse freed pages instead of faulting new ones (1.2-1.7x
+on medium, large and pixel steps here; WORKSPACE_NOTES.md, "Page faults").
+
 `--devices=2` on a CPU forces that many host devices (XLA's
 --xla_force_host_platform_device_count), as the tests do.
 
@@ -51,6 +55,7 @@ from metamimic_jax import cli
 from metamimic_jax import jax_utils
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
+from metamimic_jax import process_env
 from metamimic_jax import specs
 from metamimic_jax.config import COMPUTE_DTYPES, PRESETS, TORSOS
 
@@ -74,6 +79,8 @@ _COMPARE_OPTIONS = flags.DEFINE_list(
     'compare_options', [], 'XLA compiler options name=value: one-device rows are also '
     'timed compiled with them, in the same rounds (e.g. '
     'xla_cpu_enable_concurrency_optimized_scheduler=false).')
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    'keep_freed_memory', True, "glibc's malloc keeps freed memory for XLA's next buffers.")
 _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', os.path.join(tempfile.gettempdir(), 'metamimic_jax_xla_cache'),
     "JAX's persistent compilation cache ('' for none).")
@@ -214,6 +221,7 @@ def main(argv):
   if uneven:
     raise app.UsageError(f'--batch_size {_BATCH_SIZE.value} does not divide over '
                          f'{uneven} devices')
+  freed_memory_kept = _KEEP_FREED_MEMORY.value and process_env.keep_freed_memory()
   if max(devices) > 1:  # Read when the CPU backend starts (it has not yet).
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                f' --xla_force_host_platform_device_count={max(devices)}')
@@ -225,7 +233,8 @@ def main(argv):
   device = jax.devices()[0]
   print(f'device: {device.platform} {device.device_kind} ({jax.device_count()} '
         f'devices), jax {jax.__version__}, batch {_BATCH_SIZE.value}, square matmul '
-        f'{_MATMUL_SIZE.value}, cache {_CACHE_DIR.value or "off"}')
+        f'{_MATMUL_SIZE.value}, cache {_CACHE_DIR.value or "off"}, freed memory kept: '
+        f'{"yes" if freed_memory_kept else "no"}')
   print(f'{"torso":>7} {"inputs":>8} {"dtype":>8} {"dev":>3} {"K":>2} {"xla":>7} {"steps/s":>8} '
         f'{"samples/s":>9} {"GFLOP/step":>10} {"GFLOP/s":>8} {"/layer":>6} '
         f'{"/square":>7} {"compile s":>9}  layer GFLOP/s, square GFLOP/s')

@@ -6,11 +6,12 @@
 In one run: (1) times the learner step alone in this process (same config and domain,
 sampling through the same Reverb dataset from an in-process table), wall and CPU seconds
 per step; (2) launches launchpad_programs/imitate.py (local_mp) and, over a steady window
-after the learner starts stepping, samples the CPU time of every node process (grouped by
-the METAMIMIC_NODE label the launcher sets) and of everything outside the program, and
-the learner's steps from its CSV log; (3) prints per node its CPU share (cores) and CPU
-seconds per learner step, the bound the CPU leaves, available cores / program CPU seconds
-per learner step, and the program's learner steps/s against the solo step and the bound.
+after the learner starts stepping, samples the CPU time and resident memory of every
+node process (grouped by the METAMIMIC_NODE label the launcher sets), the CPU time of
+everything outside the program, and the learner's steps from its CSV log; (3) prints
+per node its CPU share (cores), CPU seconds per learner step and memory at the window's
+start and end, the bound the CPU leaves, available cores / program CPU seconds per
+learner step, and the program's learner steps/s against the solo step and the bound.
 Agent flags (--preset, --batch_size, ...) apply to both; flags after `--` go to the
 program only.
 """
@@ -57,18 +58,21 @@ def _busy_cpu_seconds() -> float:
   return sum(times) - times.idle - getattr(times, 'iowait', 0.0)
 
 
-def _program_cpu(launcher: psutil.Process):
-  """{node group: CPU seconds} over the launcher and all its descendants."""
-  totals = {}
+def _program_usage(launcher: psutil.Process):
+  """({node group: CPU seconds}, {node group: resident MB}) over the launcher and all
+  its descendants."""
+  cpu, memory = {}, {}
   for process in [launcher, *launcher.children(recursive=True)]:
     try:
       group = process.environ().get(sizing.NODE_ENV, 'launcher')
       times = process.cpu_times()
-      totals[group] = (totals.get(group, 0.0) + times.user + times.system
-                       + times.children_user + times.children_system)
+      resident = process.memory_info().rss / 2**20
     except psutil.Error:  # Exited meanwhile.
       continue
-  return totals
+    cpu[group] = (cpu.get(group, 0.0) + times.user + times.system
+                  + times.children_user + times.children_system)
+    memory[group] = memory.get(group, 0.0) + resident
+  return cpu, memory
 
 
 def _learner_rows(workdir):
@@ -80,7 +84,8 @@ def _learner_rows(workdir):
 
 
 def _snapshot(launcher, workdir):
-  """Waits for the learner's next CSV row; (its learner_steps, program CPU, busy CPU)."""
+  """Waits for the learner's next CSV row; (its learner_steps, time, program CPU and
+  memory, busy CPU)."""
   rows = _learner_rows(workdir)
   while _learner_rows(workdir) == rows:
     if launcher.poll() is not None:
@@ -88,7 +93,7 @@ def _snapshot(launcher, workdir):
     time.sleep(0.2)
   steps = plotting.read_csv(os.path.join(workdir, 'logs', 'learner', 'logs.csv'))
   return (steps['learner_steps'][-1], time.monotonic(),
-          _program_cpu(psutil.Process(launcher.pid)), _busy_cpu_seconds())
+          *_program_usage(psutil.Process(launcher.pid)), _busy_cpu_seconds())
 
 
 def measure_program(demo_dir: str, program_flags) -> dict:
@@ -107,16 +112,17 @@ def measure_program(demo_dir: str, program_flags) -> dict:
         raise RuntimeError(f'the program exited early ({launcher.returncode})')
       time.sleep(1)
     time.sleep(_WARMUP.value)
-    steps0, t0, cpu0, busy0 = _snapshot(launcher, workdir)
+    steps0, t0, cpu0, memory0, busy0 = _snapshot(launcher, workdir)
     time.sleep(_WINDOW.value)
-    steps1, t1, cpu1, busy1 = _snapshot(launcher, workdir)
+    steps1, t1, cpu1, memory1, busy1 = _snapshot(launcher, workdir)
   finally:
     os.killpg(launcher.pid, 9)
     launcher.wait()
   seconds = t1 - t0
   nodes = {group: cpu1[group] - cpu0.get(group, 0.0) for group in cpu1}
   nodes[OUTSIDE] = max((busy1 - busy0) - sum(nodes.values()), 0.0)
-  return {'steps': steps1 - steps0, 'seconds': seconds, 'cpu': nodes}
+  return {'steps': steps1 - steps0, 'seconds': seconds, 'cpu': nodes,
+          'memory': {group: (memory0.get(group, 0.0), memory1[group]) for group in memory1}}
 
 
 def main(argv):
@@ -141,13 +147,15 @@ def main(argv):
         f'{solo_outside:.2f} cores)', flush=True)
 
   result = measure_program(demo_dir, program_flags)
-  steps, seconds, cpu = result['steps'], result['seconds'], result['cpu']
+  steps, seconds, cpu, memory = (result[key] for key in ('steps', 'seconds', 'cpu', 'memory'))
   rate = steps / seconds
   print(f'\nwindow {seconds:.0f} s: {steps:.0f} learner steps = {rate:.1f} steps/s')
-  print(f'{"node":>20} {"CPU (cores)":>11} {"CPU s / learner step":>21}')
+  print(f'{"node":>20} {"CPU (cores)":>11} {"CPU s / learner step":>21} '
+        f'{"resident MB, window start -> end":>33}')
   for group in sorted(cpu, key=lambda g: (g == OUTSIDE, -cpu[g])):
-    print(f'{group:>20} {cpu[group] / seconds:>11.2f} '
-          f'{cpu[group] / max(steps, 1):>21.4f}')
+    start, end = memory.get(group, (None, None))
+    print(f'{group:>20} {cpu[group] / seconds:>11.2f} {cpu[group] / max(steps, 1):>21.4f} '
+          + (f'{start:>24.0f} -> {end:.0f}' if start is not None else ''))
   program_cpu = sum(v for g, v in cpu.items() if g != OUTSIDE)
   per_step = program_cpu / max(steps, 1)
   available = cpus - cpu[OUTSIDE] / seconds
