@@ -25,8 +25,8 @@ Compile seconds are printed per row; `--cache_dir` keeps XLA's compiles between 
 in the same rounds (rows 'options' beside 'default').
 
 `--keep_freed_memory` (default on) calls `process_env.keep_freed_memory()` before JAX
-starts: XLA's fresh buffers then reuse freed pages instead of faulting new ones (1.2-1.7x
-on medium, large and pixel steps here; WORKSPACE_NOTES.md, "Page faults").
+starts: XLA's fresh buffers then reuse freed pages instead of faulting new ones (pixel
+steps 1.4-1.7x here, and no slow runs of large; WORKSPACE_NOTES.md, "Page faults").
 
 `--devices=2` on a CPU forces that many host devices (XLA's
 --xla_force_host_platform_device_count), as the tests do.
