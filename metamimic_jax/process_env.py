@@ -20,6 +20,10 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 
+def malloc_is_glibcs() -> bool:
+  return platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc'
+
+
 def keep_freed_memory() -> bool:
   """Makes glibc's malloc reuse freed memory instead of returning it; False elsewhere.
 
@@ -32,7 +36,7 @@ def keep_freed_memory() -> bool:
   threads share one arena (the small preset's learner with Reverb's threads beside it
   ran ~10% slower). Call it before JAX runs anything.
   """
-  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
+  if not malloc_is_glibcs():
     return False
   mallopt = ctypes.CDLL(None).mallopt
   return all(mallopt(parameter, value) == 1 for parameter, value in (

@@ -2,11 +2,12 @@
 
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from metamimic_jax import process_env
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -37,8 +38,7 @@ def median_faults_per_call(setup: str) -> float:
   return float(result.stdout.split()[-1])
 
 
-@pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc',
-                    reason='mallopt is in glibc only')
+@pytest.mark.skipif(not process_env.malloc_is_glibcs(), reason='mallopt is in glibc only')
 def test_kept_freed_memory_is_reused_without_page_faults():
   kept = median_faults_per_call(
       'from metamimic_jax import process_env; assert process_env.keep_freed_memory()')
