@@ -76,6 +76,82 @@ class LayerNormMLP(hk.Module):
                        activate_final=True)(x)
 
 
+# XLA's gradient of a max-pool is a select-and-scatter, which XLA:CPU expands into a
+# scatter loop: the medium conv torso's three pools cost 265 ms of its 1546 ms gradient
+# at batch 256. `max_pool` computes the same gradient from the window's nine shifted
+# views: 64 ms (WORKSPACE_NOTES.md, "The max-pool's and the conv kernel's gradients").
+POOL_WINDOW, POOL_STRIDE = 3, 2
+
+
+def _pool_geometry(size: int):
+  """(padding below, padding above, output size) of one spatial axis, SAME padding."""
+  (low, high), = jax.lax.padtype_to_pads((size,), (POOL_WINDOW,), (POOL_STRIDE,), 'SAME')
+  return low, high, -(-size // POOL_STRIDE)
+
+
+def _reduce_window_max(x: jnp.ndarray) -> jnp.ndarray:
+  return hk.max_pool(x, window_shape=POOL_WINDOW, strides=POOL_STRIDE, padding='SAME')
+
+
+def _computed_once(x: jnp.ndarray) -> jnp.ndarray:
+  """x, as a reduction XLA:CPU does not fuse into its consumers: the pool's gradient
+  reads dy nine times, and fused, its producer (the next layers' gradient) would be
+  recomputed as often."""
+  return jnp.sum(jnp.stack([x, jnp.zeros_like(x)]), axis=0)
+
+
+def _max_pool_gradient_on_cpu(x, y, dy):
+  """The gradient reduce_window's select-and-scatter gives: each output's gradient goes
+  to its window's first maximum in row-major order, found by comparing y with the
+  window's shifted views in that order; each view's share is strided back into place
+  by interior padding (negative edges crop SAME's padding)."""
+  dy = _computed_once(dy)
+  batch, height, width, channels = x.shape
+  (low_h, high_h, out_h), (low_w, high_w, out_w) = map(_pool_geometry, (height, width))
+  x_padded = jax.lax.pad(x, jnp.array(-jnp.inf, x.dtype),
+                         ((0, 0, 0), (low_h, high_h, 0), (low_w, high_w, 0), (0, 0, 0)))
+  span_h, span_w = POOL_STRIDE * (out_h - 1) + 1, POOL_STRIDE * (out_w - 1) + 1
+  zero = jnp.zeros((), dy.dtype)
+  taken = jnp.zeros(y.shape, bool)
+  dx = jnp.zeros(x.shape, dy.dtype)
+  for i in range(POOL_WINDOW):
+    for j in range(POOL_WINDOW):
+      view = jax.lax.slice(x_padded, (0, i, j, 0),
+                           (batch, i + span_h, j + span_w, channels),
+                           (1, POOL_STRIDE, POOL_STRIDE, 1))
+      first = (view == y) & ~taken
+      taken = taken | first
+      share = jnp.where(first, dy, zero)
+      dx = dx + jax.lax.pad(share, zero, (
+          (0, 0, 0),
+          (i - low_h, height - (i - low_h) - span_h, POOL_STRIDE - 1),
+          (j - low_w, width - (j - low_w) - span_w, POOL_STRIDE - 1),
+          (0, 0, 0)))
+  return dx
+
+
+@jax.custom_vjp
+def max_pool(x: jnp.ndarray) -> jnp.ndarray:
+  """hk.max_pool over [B, H, W, C], window 3, stride 2, SAME: the same values and
+  gradient; on CPU the gradient avoids XLA's select-and-scatter."""
+  return _reduce_window_max(x)
+
+
+def _max_pool_forward(x):
+  y = _reduce_window_max(x)
+  return y, (x, y)
+
+
+def _max_pool_backward(residuals, dy):
+  x, y = residuals
+  xla_gradient = lambda x, y, dy: jax.vjp(_reduce_window_max, x)[1](dy)[0]
+  return (jax.lax.platform_dependent(x, y, dy, cpu=_max_pool_gradient_on_cpu,
+                                     default=xla_gradient),)
+
+
+max_pool.defvjp(_max_pool_forward, _max_pool_backward)
+
+
 class ResidualConvTorso(hk.Module):
   """The small conv torso beside LayerNormMLP: per stage a conv, a max-pool and two
   residual units of one normalized convolution each."""
@@ -91,7 +167,7 @@ class ResidualConvTorso(hk.Module):
     x = images
     for i, channels in enumerate(self._channels):
       x = hk.Conv2D(channels, 3, name=f'stem_{i}')(x)
-      x = hk.max_pool(x, window_shape=3, strides=2, padding='SAME')
+      x = max_pool(x)
       for j in range(2):
         residual = normalize(x, self._normalization, name=f'norm_{i}_{j}')
         residual = hk.Conv2D(channels, 3, name=f'conv_{i}_{j}')(jax.nn.relu(residual))
@@ -201,7 +277,7 @@ class ImpalaConvTorso(hk.Module):
     x = images
     for i, channels in enumerate(self._channels):
       x = hk.Conv2D(channels, 3, name=f'stem_{i}')(x)
-      x = hk.max_pool(x, window_shape=3, strides=2, padding='SAME')
+      x = max_pool(x)
       for j in range(self._num_blocks):
         residual = x
         for k in range(2):

@@ -293,3 +293,44 @@ def test_block_linear_input_gradient_has_no_transposed_matmul_on_cpu():
   width = networks_lib.ROW_MAJOR_GRADIENT_MIN_WIDTH
   _, large_batch_block = compiled_gradients(width, batch=width // 2 + 1)
   assert 'rhs_contracting_dims={1}' in large_batch_block
+
+
+def _windows_with_tied_maxima(x):
+  """How many 3x3 stride-2 SAME windows of x [B, H, W, C] hold their maximum twice."""
+  height, width = x.shape[1:3]
+  ties = 0
+  low = [max((-(-size // 2) - 1) * 2 + 3 - size, 0) // 2 for size in (height, width)]
+  for i in range(-(-height // 2)):
+    for j in range(-(-width // 2)):
+      rows = slice(max(2 * i - low[0], 0), 2 * i - low[0] + 3)
+      cols = slice(max(2 * j - low[1], 0), 2 * j - low[1] + 3)
+      window = x[:, rows, cols]
+      ties += np.sum((window == window.max(axis=(1, 2), keepdims=True)).sum(axis=(1, 2))
+                     > 1)
+  return ties
+
+
+@pytest.mark.parametrize('shape', [(2, 12, 12, 3), (3, 7, 10, 2), (1, 5, 1, 4)])
+def test_max_pool_has_hk_max_pools_values_and_gradient_ties_included(shape):
+  """Integer values in a small range put several maxima in most windows: the gradient
+  must go to each window's first, as reduce_window's does."""
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 3, size=shape).astype(np.float32)
+  assert _windows_with_tied_maxima(x) > 0
+  dy_seed = rng.normal(size=networks_lib.max_pool(x).shape).astype(np.float32)
+  reference = lambda x: hk.max_pool(x, window_shape=3, strides=2, padding='SAME')
+  np.testing.assert_array_equal(networks_lib.max_pool(x), reference(x))
+  loss = lambda pool: lambda x: jnp.sum(pool(x) * dy_seed)
+  want, got = (jax.grad(loss(pool))(x) for pool in (reference, networks_lib.max_pool))
+  np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='the CPU path is under test')
+def test_max_pool_gradient_has_no_scatter_on_cpu():
+  """XLA:CPU expands reduce_window's select-and-scatter gradient into a scatter."""
+  x = np.ones((2, 8, 8, 3), np.float32)
+  compiled = lambda pool: jax.jit(jax.grad(lambda x: jnp.sum(pool(x) ** 2))).lower(
+      x).compile().as_text()
+  assert ' scatter(' in compiled(
+      lambda x: hk.max_pool(x, window_shape=3, strides=2, padding='SAME'))
+  assert ' scatter(' not in compiled(networks_lib.max_pool)
