@@ -334,3 +334,36 @@ def test_max_pool_gradient_has_no_scatter_on_cpu():
   assert ' scatter(' in compiled(
       lambda x: hk.max_pool(x, window_shape=3, strides=2, padding='SAME'))
   assert ' scatter(' not in compiled(networks_lib.max_pool)
+
+
+@pytest.mark.parametrize('batch', [2 * networks_lib.KERNEL_GRADIENT_CHUNK, 3])
+def test_conv2d_has_hk_conv2ds_parameters_values_and_gradients(batch):
+  """At a batch of whole chunks the kernel gradient is summed chunk by chunk on CPU;
+  at 3 examples it is XLA's."""
+  x = np.random.default_rng(0).normal(size=(batch, 6, 5, 3)).astype(np.float32)
+  conv, chunked = (hk.without_apply_rng(hk.transform(lambda x, make=make: make(x)))
+                   for make in (lambda x: hk.Conv2D(4, 3, name='conv')(x),
+                                lambda x: networks_lib.Conv2D(4, name='conv')(x)))
+  params = conv.init(jax.random.PRNGKey(0), x)
+  jax.tree.map(np.testing.assert_array_equal, chunked.init(jax.random.PRNGKey(0), x),
+               params)
+  np.testing.assert_allclose(chunked.apply(params, x), conv.apply(params, x), rtol=1e-6)
+  loss = lambda transformed: lambda p, x: jnp.sum(jnp.sin(transformed.apply(p, x)))
+  (want_params, want_x), (got_params, got_x) = (
+      jax.grad(loss(t), argnums=(0, 1))(params, x) for t in (conv, chunked))
+  np.testing.assert_allclose(got_x, want_x, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5),
+               got_params, want_params)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='the CPU path is under test')
+def test_conv2d_kernel_gradient_is_summed_over_chunks_on_cpu():
+  chunks = 3
+  x = np.ones((chunks * networks_lib.KERNEL_GRADIENT_CHUNK, 6, 6, 2), np.float32)
+  transformed = hk.without_apply_rng(hk.transform(
+      lambda x: networks_lib.Conv2D(4, name='conv')(x)))
+  params = transformed.init(jax.random.PRNGKey(0), x)
+  hlo = jax.jit(jax.grad(lambda p: jnp.sum(transformed.apply(p, x) ** 2))).lower(
+      params).compile().as_text()
+  # The forward pass and one kernel gradient a chunk (x is a constant).
+  assert hlo.count(' convolution(') == 1 + chunks
