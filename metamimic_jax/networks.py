@@ -153,10 +153,14 @@ max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 # XLA:CPU computes a 3x3 conv's kernel gradient as one convolution contracting over the
-# batch and the image, at 0.4-0.6 of the forward's rate for the conv torsos' shapes;
-# summed over chunks of KERNEL_GRADIENT_CHUNK examples it runs 1.2-1.5x faster
-# (WORKSPACE_NOTES.md, "The max-pool's and the conv kernel's gradients").
+# batch and the image, at 0.4-0.7 of the forward's rate for the conv torsos' shapes.
+# Summed over chunks of KERNEL_GRADIENT_CHUNK examples it runs 1.2-1.5x faster alone;
+# the medium and large torsos' gradients take 0.88-0.92 of the time, the small one's no
+# less (so only convs of KERNEL_GRADIENT_MIN_CHANNELS outputs or more are chunked, and
+# the others compile as before; WORKSPACE_NOTES.md, "The max-pool's and the conv
+# kernel's gradients").
 KERNEL_GRADIENT_CHUNK = 32
+KERNEL_GRADIENT_MIN_CHANNELS = 64
 CONV_KERNEL_SIZE = 3
 
 
@@ -170,9 +174,10 @@ def _kernel_gradient(x, w, dy):
 
 
 def _kernel_gradient_on_cpu(x, w, dy):
-  """The kernel gradient summed over chunks of the batch, in float32."""
+  """The kernel gradient summed over chunks of the batch in float32, where that pays."""
   chunks = x.shape[0] // KERNEL_GRADIENT_CHUNK
-  if chunks < 2 or x.shape[0] % KERNEL_GRADIENT_CHUNK:
+  if (chunks < 2 or x.shape[0] % KERNEL_GRADIENT_CHUNK
+      or w.shape[-1] < KERNEL_GRADIENT_MIN_CHANNELS):
     return _kernel_gradient(x, w, dy)
   parts = [_kernel_gradient(x_chunk, w, dy_chunk).astype(jnp.float32)
            for x_chunk, dy_chunk in zip(jnp.split(x, chunks), jnp.split(dy, chunks))]
@@ -201,7 +206,8 @@ _chunked_conv.defvjp(_chunked_conv_forward, _chunked_conv_backward)
 
 class Conv2D(hk.Module):
   """hk.Conv2D(output_channels, 3) over [B, H, W, C]: the same parameters and values;
-  on CPU its kernel gradient is summed over chunks of the batch."""
+  on CPU, from KERNEL_GRADIENT_MIN_CHANNELS outputs, its kernel gradient is summed over
+  chunks of the batch."""
 
   def __init__(self, output_channels: int, name=None):
     super().__init__(name=name)
