@@ -7,7 +7,9 @@ read only `observation`. Feature arrays are flattened through an MLP torso; uint
 arrays are images, embedded by a residual conv torso. The policy and the critic each
 have their own torso, chosen by the config: Acme's D4PG LayerNorm MLP, or residual
 torsos from small to large (the paper's finding: deep residual nets with normalization
-imitate best). Normalization is none, layer or group.
+imitate best). Normalization is none, layer or group. On CPU some gradients take faster
+forms with the same values: the conv torsos' max-pools and wide convs' kernels, the wide
+residual layers' inputs.
 
 `python -m metamimic_jax.networks` prints each torso's parameter count.
 """
