@@ -82,6 +82,10 @@ _PROGRESS_SECONDS = flags.DEFINE_float('progress_seconds', 30.0,
 _CHECKPOINT_MINUTES = flags.DEFINE_float(
     'checkpoint_minutes', 5.0, 'Minutes between checkpoints (the first comes after at '
     'most a minute).', lower_bound=0)
+_LEARNER_KEEPS_FREED_MEMORY = flags.DEFINE_enum(
+    'learner_keeps_freed_memory', 'auto', ['auto', 'yes', 'no'],
+    "Whether the learner's malloc keeps the memory it frees instead of returning it "
+    '(faster steps, a larger process); auto: for images and the large torso.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 
@@ -158,7 +162,10 @@ def _settings_from_flags(preset: str) -> distributed.ProgramSettings:
       eval_every_seconds=_EVAL_EVERY_SECONDS.value,
       eval_every_learner_steps=_EVAL_EVERY_LEARNER_STEPS.value,
       progress_seconds=_PROGRESS_SECONDS.value,
-      checkpoint_minutes=_CHECKPOINT_MINUTES.value, seed=_SEED.value)
+      checkpoint_minutes=_CHECKPOINT_MINUTES.value,
+      learner_keeps_freed_memory={'auto': None, 'yes': True, 'no': False}[
+          _LEARNER_KEEPS_FREED_MEMORY.value],
+      seed=_SEED.value)
 
 
 def main(argv):

@@ -27,6 +27,8 @@ from metamimic_jax import evaluation
 from metamimic_jax import loggers
 from metamimic_jax import numerics
 from metamimic_jax import plotting
+from metamimic_jax import process_env
+from metamimic_jax import sizing
 from metamimic_jax import storage
 from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import MetaMimicConfig
@@ -52,6 +54,9 @@ class ProgramSettings:
   progress_seconds: float = 30.0
   checkpoint_minutes: float = 5.0  # Between checkpoints of learner, counter and replay ...
   first_checkpoint_seconds: float = 60.0  # ... the first this early, if sooner.
+  # Whether the learner's malloc keeps the memory it frees; None: as
+  # sizing.learner_keeps_freed_memory says for the config and domain.
+  learner_keeps_freed_memory: Optional[bool] = None
   seed: int = 0
 
   def actor_sigma(self, actor_id: int) -> Optional[float]:
@@ -147,6 +152,11 @@ class LearnerNode:
                counter):
     exit_on_stop()
     parts = _Parts(settings, config)
+    keep_freed_memory = settings.learner_keeps_freed_memory
+    if keep_freed_memory is None:
+      keep_freed_memory = sizing.learner_keeps_freed_memory(config, parts.spec)
+    # Before JAX runs anything here.
+    keep_freed_memory = keep_freed_memory and process_env.keep_freed_memory()
     self._learner = parts.builder.make_learner(
         jax.random.PRNGKey(settings.seed), parts.networks,
         parts.builder.make_dataset_iterator(replay.server_address, parts.spec,
@@ -168,7 +178,8 @@ class LearnerNode:
       counter.increment(learner_steps=steps - counts.get('learner_steps', 0))
     # Actors wait for this node's variables, so nothing was added since the restore.
     print(f'learner starts at step {steps}: actor steps '
-          f'{counts.get("actor_steps", 0):.0f}, replay {replay_size(replay)} items',
+          f'{counts.get("actor_steps", 0):.0f}, replay {replay_size(replay)} items; '
+          f'malloc {"keeps" if keep_freed_memory else "returns"} freed memory',
           flush=True)
 
   def run(self) -> None:

@@ -6,8 +6,8 @@ logging is kept quiet. numpy's BLAS runs one thread: its only work here is small
 (dm_control's inverse kinematics at every Jaco reset), where idle threads spinning for
 work took 4x the reset's CPU (WORKSPACE_NOTES.md, "Acting loop speed").
 
-`keep_freed_memory` (called by entry points that run large networks) makes glibc's
-malloc keep the memory it frees.
+`keep_freed_memory` (called by the throughput benchmark, and by the program's learner
+for images and the large torso) makes glibc's malloc keep the memory it frees.
 """
 
 import ctypes

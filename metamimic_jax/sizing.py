@@ -16,6 +16,7 @@ import reverb
 
 from metamimic_jax import demonstrations as demos_lib
 from metamimic_jax.builder import MetaMimicBuilder
+from metamimic_jax.config import MetaMimicConfig
 
 # The environment variable the launcher sets, per group, to the group's name.
 NODE_ENV = 'METAMIMIC_NODE'
@@ -30,6 +31,8 @@ DEFAULT_MAX_ACTOR_STEPS = {'cpu_small': 150_000, 'paper': 1_000_000}
 # The learner's steps/s inside the program as a fraction of its steps/s alone, as
 # benchmarks/program_throughput.py measured it on a 2-core machine: for the estimate.
 PROGRAM_LEARNER_FRACTION = 0.5
+# Torsos whose learner keeps the memory it frees, as learners of images do.
+FREED_MEMORY_TORSOS = ('large',)
 
 
 def default_preset(cpu_count: int) -> str:
@@ -53,6 +56,18 @@ def check_num_actors(num_actors: int, cpu_count: int) -> None:
         f'--num_actors={num_actors} is more than this {cpu_count}-core machine can feed '
         f'(at most {limit}: {MAX_ACTORS_PER_CPU} per core; default '
         f'{default_num_actors(cpu_count)})')
+
+
+def learner_keeps_freed_memory(config: MetaMimicConfig,
+                               spec: specs.EnvironmentSpec) -> bool:
+  """Whether a learner process should call `process_env.keep_freed_memory`: where its
+  step's arrays are large (images, FREED_MEMORY_TORSOS), malloc's fresh pages cost it
+  8% (the pixel program) to half its speed (large features, in some runs); elsewhere
+  the one shared arena costs about as much (WORKSPACE_NOTES.md, "Page faults")."""
+  reads_images = any(np.dtype(leaf.dtype) == np.uint8
+                     for leaf in jax.tree.leaves(spec.observations))
+  return reads_images or bool(
+      {config.policy_torso, config.critic_torso} & set(FREED_MEMORY_TORSOS))
 
 
 def process_cpu_seconds() -> float:

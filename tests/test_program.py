@@ -1,6 +1,7 @@
 """The real Launchpad program (local_mp: Reverb, Courier and Python processes)."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import pytest
 from metamimic_jax import adders
 from metamimic_jax import distributed
 from metamimic_jax import sizing
+from tests.core import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ['--domain=point_mass', '--preset=cpu_small', '--action_repeat=1',
@@ -144,6 +146,8 @@ def test_program_says_what_it_runs_and_shows_progress(finished_run):
   assert 'MetaMimic on point_mass: preset cpu_small' in output
   assert '2 actors, until 2000 actor steps.' in output
   assert 'Roughly' in output and 'min, a rough estimate' in output
+  # Features through the mlp torso: the learner's malloc returns what it frees.
+  assert 'malloc returns freed memory' in output
   progress = [line for line in output.splitlines() if '[coordinator/0] progress: ' in line]
   assert progress, output[-3000:]
   assert any('actor steps/s, learner' in line and 'held-out imitation reward' in line
@@ -167,10 +171,12 @@ def test_same_command_resumes(finished_run):
     first = json.load(f)['counts']
   rows_before = len(_rows(workdir, 'evaluator_imitation'))
   # Resumed with two environments per actor (batched acting; the first run had one).
-  result = _launch(workdir, '--max_actor_steps=4000', '--envs_per_actor=2')
+  result = _launch(workdir, '--max_actor_steps=4000', '--envs_per_actor=2',
+                   '--learner_keeps_freed_memory=yes')
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   output = result.stdout + result.stderr
   assert 'Restored checkpoint' in output and 'learner/ckpt_' in output
+  assert 'malloc keeps freed memory' in output
   assert 'with 2 actors of 2 environments each' in output
   with open(os.path.join(workdir, 'report.json')) as f:
     second = json.load(f)['counts']
@@ -179,6 +185,16 @@ def test_same_command_resumes(finished_run):
   # The resumed run counts on from where the first ended (its limit was 2000 steps).
   resumed = _rows(workdir, 'evaluator_imitation')[rows_before:]
   assert resumed and min(int(float(r['actor_steps'])) for r in resumed) >= 2000
+
+
+@pytest.mark.parametrize('torsos, pixels, keeps', [
+    (('mlp', 'mlp'), False, False), (('medium', 'medium'), False, False),
+    (('mlp', 'large'), False, True), (('mlp', 'mlp'), True, True)])
+def test_learners_of_images_or_the_large_torso_keep_freed_memory(torsos, pixels, keeps):
+  config = dataclasses.replace(synthetic.TINY_CONFIG, policy_torso=torsos[0],
+                               critic_torso=torsos[1])
+  spec = synthetic.pixel_spec() if pixels else synthetic.point_mass_spec()
+  assert sizing.learner_keeps_freed_memory(config, spec) == keeps
 
 
 def test_an_incompatible_config_is_refused(finished_run):
