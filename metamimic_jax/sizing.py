@@ -62,7 +62,7 @@ def learner_keeps_freed_memory(config: MetaMimicConfig,
                                spec: specs.EnvironmentSpec) -> bool:
   """Whether a learner process should call `process_env.keep_freed_memory`: where its
   step's arrays are large (images, FREED_MEMORY_TORSOS), malloc's fresh pages cost it
-  8% (the pixel program) to half its speed (large features, in some runs); elsewhere
+  8-16% (the pixel program) to half its speed (large features, in some runs); elsewhere
   the one shared arena costs about as much (WORKSPACE_NOTES.md, "Page faults")."""
   reads_images = any(np.dtype(leaf.dtype) == np.uint8
                      for leaf in jax.tree.leaves(spec.observations))
