@@ -17,7 +17,6 @@ import resource
 import runpy
 import subprocess
 import sys
-import types
 from typing import Callable, Optional, Sequence
 
 import h5py
@@ -45,6 +44,7 @@ BASE_FLAGS = {
     'generate': ['--domain=point_mass', '--num_demos=2', '--num_workers=1'],
 }
 FILE_SIZE_LIMIT = 256 * 1024  # "Full disk": writes past this fail in the child.
+TIMEOUT_SECONDS = 300  # For one case's process.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,13 +280,13 @@ def _run(context, case, base):
   open(stderr_path, 'w').close()
   process = context.Process(target=_run_script, args=(argv, stderr_path, case.full_disk))
   process.start()
-  process.join(timeout=300)
-  if process.exitcode is None:
+  process.join(timeout=TIMEOUT_SECONDS)
+  if process.exitcode is None:  # Hung, even if its line was written: a failure.
     process.kill()
     process.join()
+    raise subprocess.TimeoutExpired(argv, TIMEOUT_SECONDS)
   with open(stderr_path) as f:
-    stderr = f.read()
-  result = types.SimpleNamespace(returncode=process.exitcode, stderr=stderr)
+    result = subprocess.CompletedProcess(argv, process.exitcode, stderr=f.read())
   return tmp, _fill(case.message, tmp, work, demos), result
 
 
@@ -338,7 +338,7 @@ def test_too_few_successful_demos_to_split(tmp_path, script):
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, SCRIPTS[script]), *BASE_FLAGS[script],
        f'--seed={seed}', '--num_demos=2', *flags],
-      capture_output=True, text=True, timeout=300, cwd=ROOT)
+      capture_output=True, text=True, timeout=TIMEOUT_SECONDS, cwd=ROOT)
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith('error: only ')
