@@ -38,8 +38,7 @@ import dataclasses
 import os
 import sys
 import tempfile
-import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -52,19 +51,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import xla_timing
 from metamimic_jax import cli
-from metamimic_jax import jax_utils
 from metamimic_jax import learning
 from metamimic_jax import networks as networks_lib
 from metamimic_jax import process_env
 from metamimic_jax import specs
 from metamimic_jax.config import COMPUTE_DTYPES, PRESETS, TORSOS
 
-INPUTS = ('features', 'pixels')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-AXIS = 'devices'
 
 _TORSOS = flags.DEFINE_list('torsos', ['small', 'medium', 'large'], 'Torsos to time.')
-_INPUTS = flags.DEFINE_list('inputs', list(INPUTS), 'features and/or pixels.')
+_INPUTS = flags.DEFINE_list('inputs', list(xla_timing.INPUTS), 'features and/or pixels.')
 _DTYPES = flags.DEFINE_list('dtypes', list(COMPUTE_DTYPES), 'Compute dtypes.')
 _STEPS_PER_CALL = flags.DEFINE_list('steps_per_call', ['1', '4'],
                                     'SGD steps per call (K > 1: lax.scan).')
@@ -84,55 +80,6 @@ _KEEP_FREED_MEMORY = flags.DEFINE_bool(
 _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', os.path.join(tempfile.gettempdir(), 'metamimic_jax_xla_cache'),
     "JAX's persistent compilation cache ('' for none).")
-
-
-def random_batch(spec, batch_size: int, rng: np.random.Generator,
-                 leading: Tuple[int, ...] = ()) -> learning.Transition:
-  def sample(s):
-    shape = leading + (batch_size,) + tuple(s.shape)
-    if s.dtype == np.uint8:
-      return rng.integers(0, 256, shape).astype(np.uint8)
-    return rng.uniform(-1, 1, shape).astype(np.float32)
-  observation = lambda: jax.tree.map(sample, spec.observations)
-  per_key = lambda: {key: rng.uniform(0, 1, leading + (batch_size,)).astype(np.float32)
-                     for key in ('imitation', 'task')}
-  return learning.Transition(observation(), sample(spec.actions), per_key(), per_key(),
-                             observation())
-
-
-def compile_step(networks, config, state, spec, num_devices: int, steps_per_call: int,
-                 compiler_options: Optional[Dict[str, object]] = None
-                 ) -> Tuple[Callable[[], object], float, object]:
-  """A call of K steps on D devices (state threaded from call to call), its compile
-  seconds, and the compiled computation; `compiler_options` (XLA's, one device only)."""
-  rng = np.random.default_rng(0)
-  leading = () if steps_per_call == 1 else (steps_per_call,)
-  if num_devices == 1:
-    step = learning.make_sgd_step(networks, config)
-    if steps_per_call > 1:
-      step = learning.scan_sgd_steps(step)
-    batch = jax.device_put(random_batch(spec, config.batch_size, rng, leading))
-    transform = jax.jit(step)
-  else:
-    devices = jax.devices()[:num_devices]
-    step = learning.make_sgd_step(networks, config, axis_name=AXIS)
-    if steps_per_call > 1:
-      step = learning.scan_sgd_steps(step)
-    batch = jax_utils.put_sharded(
-        jax_utils.shard(random_batch(spec, config.batch_size * steps_per_call, rng),
-                        num_devices, steps_per_call), devices)
-    state = jax_utils.replicate(state, devices)
-    transform = jax.pmap(step, axis_name=AXIS, devices=devices)
-  start = time.perf_counter()
-  compiled = transform.lower(state, batch).compile(compiler_options)
-  compile_seconds = time.perf_counter() - start
-  holder = [state]
-
-  def call():
-    holder[0], metrics = compiled(holder[0], batch)
-    return metrics
-
-  return call, compile_seconds, compiled
 
 
 def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
@@ -158,16 +105,16 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
   flops_per_step = None
   for num_devices in devices:
     for k in steps_per_call:
-      call, compile_seconds, compiled = compile_step(networks, config, state, spec,
+      call, compile_seconds, compiled = xla_timing.compile_step(networks, config, state, spec,
                                                      num_devices, k)
       if flops_per_step is None:
         single = (compiled if (num_devices, k) == (1, 1) else
-                  compile_step(networks, config, state, spec, 1, 1)[2])
+                  xla_timing.compile_step(networks, config, state, spec, 1, 1)[2])
         flops_per_step = xla_timing.compiled_flops(single)
       del compiled
       variants = [('default', call, compile_seconds)]
       if compare_options and num_devices == 1:
-        other, other_seconds, _ = compile_step(networks, config, state, spec, 1, k,
+        other, other_seconds, _ = xla_timing.compile_step(networks, config, state, spec, 1, k,
                                                compare_options)
         variants.append(('options', other, other_seconds))
       # References repeated to about the step call's FLOPs, so as to last about as long.
@@ -209,7 +156,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f'--steps_per_call and --devices take integers: {e}')
   for name, values, allowed in (('torsos', _TORSOS.value, TORSOS),
-                                ('inputs', _INPUTS.value, INPUTS),
+                                ('inputs', _INPUTS.value, xla_timing.INPUTS),
                                 ('dtypes', _DTYPES.value, COMPUTE_DTYPES)):
     unknown = sorted(set(values) - set(allowed))
     if unknown:

@@ -1,14 +1,20 @@
-"""Timing and FLOP accounting for the benchmarks: XLA's cost analysis, calls that take
-turns on a shared machine, and achieved FLOP/s as ratios to reference ops."""
+"""Timing and FLOP accounting for the benchmarks: the learner step compiled on random
+batches, XLA's cost analysis, calls that take turns on a shared machine, and achieved
+FLOP/s as ratios to reference ops."""
 
 import time
-from typing import Callable, List, NamedTuple, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metamimic_jax import jax_utils
+from metamimic_jax import learning
 from metamimic_jax.config import MLP_TORSO, PRESETS, TORSO_SIZES
+
+INPUTS = ('features', 'pixels')
+AXIS = 'devices'  # The pmapped step's.
 
 
 def compiled_flops(compiled) -> float:
@@ -85,3 +91,53 @@ def reference_layer(torso: str, inputs: str, batch_size: int, image_size: int,
       x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   return (f'conv3x3 {batch_size}x{side}x{side}x{channels}', conv,
           (normal(batch_size, side, side, channels), normal(3, 3, channels, channels)))
+
+
+def random_batch(spec, batch_size: int, rng: np.random.Generator,
+                 leading: Tuple[int, ...] = ()) -> learning.Transition:
+  """Uniform random transitions of `spec`, [*leading, batch_size, ...]."""
+  def sample(s):
+    shape = leading + (batch_size,) + tuple(s.shape)
+    if s.dtype == np.uint8:
+      return rng.integers(0, 256, shape).astype(np.uint8)
+    return rng.uniform(-1, 1, shape).astype(np.float32)
+  observation = lambda: jax.tree.map(sample, spec.observations)
+  per_key = lambda: {key: rng.uniform(0, 1, leading + (batch_size,)).astype(np.float32)
+                     for key in ('imitation', 'task')}
+  return learning.Transition(observation(), sample(spec.actions), per_key(), per_key(),
+                             observation())
+
+
+def compile_step(networks, config, state, spec, num_devices: int, steps_per_call: int,
+                 compiler_options: Optional[Dict[str, object]] = None
+                 ) -> Tuple[Callable[[], object], float, object]:
+  """A call of K steps on D devices (state threaded from call to call), its compile
+  seconds, and the compiled computation; `compiler_options` (XLA's, one device only)."""
+  rng = np.random.default_rng(0)
+  leading = () if steps_per_call == 1 else (steps_per_call,)
+  if num_devices == 1:
+    step = learning.make_sgd_step(networks, config)
+    if steps_per_call > 1:
+      step = learning.scan_sgd_steps(step)
+    batch = jax.device_put(random_batch(spec, config.batch_size, rng, leading))
+    transform = jax.jit(step)
+  else:
+    devices = jax.devices()[:num_devices]
+    step = learning.make_sgd_step(networks, config, axis_name=AXIS)
+    if steps_per_call > 1:
+      step = learning.scan_sgd_steps(step)
+    batch = jax_utils.put_sharded(
+        jax_utils.shard(random_batch(spec, config.batch_size * steps_per_call, rng),
+                        num_devices, steps_per_call), devices)
+    state = jax_utils.replicate(state, devices)
+    transform = jax.pmap(step, axis_name=AXIS, devices=devices)
+  start = time.perf_counter()
+  compiled = transform.lower(state, batch).compile(compiler_options)
+  compile_seconds = time.perf_counter() - start
+  holder = [state]
+
+  def call():
+    holder[0], metrics = compiled(holder[0], batch)
+    return metrics
+
+  return call, compile_seconds, compiled
