@@ -14,7 +14,7 @@ PYTHON_NEWEST := $(shell for v in 3.14 3.13 3.12 3.11; do \
 	for p in python$$v $$(ls -d $(PYENV_VERSIONS)/$$v.*/bin/python$$v 2>/dev/null | sort -Vr); do \
 	$$p -c "import sys; assert sys.version_info[:2] == ($${v/./, })" >/dev/null 2>&1 && { echo $$p; exit; }; done; done)
 
-.PHONY: install test test-all test-core core-env train imitate clean
+.PHONY: install test test-all test-core core-env gpu-wheels train imitate clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,14 @@ $(CORE_VENV)/.installed:
 test-core: core-env
 	@$(CORE_PY) -c 'import sys, jax, haiku, optax; print(f"core on Python {sys.version.split()[0]}, jax {jax.__version__}, haiku {haiku.__version__}, optax {optax.__version__}")'
 	PYTHONPATH=$(CURDIR) $(CORE_PY) -m pytest -q -m "not slow" tests/core
+
+# What benchmarks/gpu_check.sh needs beside a GPU image's JAX: Haiku and jmp (pure
+# Python), as wheels for its Python 3.12, in .whl (carried to the device machine).
+GPU_WHEELS := dm-haiku==0.0.17 jmp==0.0.4
+
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp -d .whl $(GPU_WHEELS)
 
 test-all: install
 	$(PY) -m pytest -q tests
