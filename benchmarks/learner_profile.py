@@ -83,15 +83,18 @@ def op_name(instruction: str) -> str:
   return re.sub(r'(\.\d+)*(\.clone)?$', '', instruction)
 
 
+def op_events(events: Iterable[dict], shapes: Dict[str, str]) -> List[dict]:
+  """The complete trace events of the instructions in `shapes`."""
+  return [event for event in events
+          if event.get('ph') == _COMPLETE and event.get('name') in shapes]
+
+
 def op_times(events: Iterable[dict], shapes: Dict[str, str]) -> List[OpTime]:
   """Complete trace events of the instructions in `shapes`, summed by (op, output
   shape), longest first."""
   milliseconds, counts = collections.defaultdict(float), collections.Counter()
-  for event in events:
-    shape = shapes.get(event.get('name'))
-    if event.get('ph') != _COMPLETE or shape is None:
-      continue
-    key = (op_name(event['name']), shape)
+  for event in op_events(events, shapes):
+    key = (op_name(event['name']), shapes[event['name']])
     milliseconds[key] += event['dur'] / 1e3
     counts[key] += 1
   return sorted((OpTime(op, shape, ms, counts[op, shape])
@@ -133,9 +136,9 @@ def main(argv):
   events = traced_events(call)
   shapes = instruction_shapes(compiled.as_text())
   rows = op_times(events, shapes)
-  op_events = [e for e in events if e.get('ph') == _COMPLETE and e.get('name') in shapes]
-  span_ms = (max((e['ts'] + e['dur'] for e in op_events), default=0)
-             - min((e['ts'] for e in op_events), default=0)) / 1e3
+  timed = op_events(events, shapes)
+  span_ms = (max((e['ts'] + e['dur'] for e in timed), default=0)
+             - min((e['ts'] for e in timed), default=0)) / 1e3
   device = jax.devices()[0]
   print(f'device: {device.platform} {device.device_kind}, jax {jax.__version__}; '
         f'{_TORSO.value} {_INPUTS.value} {_DTYPE.value}, batch {_BATCH_SIZE.value}; '

@@ -105,8 +105,8 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
   flops_per_step = None
   for num_devices in devices:
     for k in steps_per_call:
-      call, compile_seconds, compiled = xla_timing.compile_step(networks, config, state, spec,
-                                                     num_devices, k)
+      call, compile_seconds, compiled = xla_timing.compile_step(
+          networks, config, state, spec, num_devices, k)
       if flops_per_step is None:
         single = (compiled if (num_devices, k) == (1, 1) else
                   xla_timing.compile_step(networks, config, state, spec, 1, 1)[2])
@@ -114,8 +114,8 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
       del compiled
       variants = [('default', call, compile_seconds)]
       if compare_options and num_devices == 1:
-        other, other_seconds, _ = xla_timing.compile_step(networks, config, state, spec, 1, k,
-                                               compare_options)
+        other, other_seconds, _ = xla_timing.compile_step(
+            networks, config, state, spec, 1, k, compare_options)
         variants.append(('options', other, other_seconds))
       # References repeated to about the step call's FLOPs, so as to last about as long.
       layer_times, square_times = (max(1, round(flops_per_step * k / flops))
