@@ -12,12 +12,15 @@ step, and those of the reference ops below, come from XLA's cost analysis of the
 compiled computation (of the single step: XLA counts a scan's loop body once, so the
 scanned compile would under-report by K).
 
-Achieved FLOP/s is divided by two peaks of the same dtype: `/layer`, the FLOP/s of the
-torso's most common layer alone at this batch (features: a Linear [B, width] x
-[width, width]; pixels: a 3x3 conv of the second stage, [B, size/4, size/4, C] -> C),
-and `/square`, a `--matmul_size` square matmul. Each reference runs as many times in
+Achieved FLOP/s is divided by references of the same dtype: `/layer`, the FLOP/s of
+the torso's most common layer alone at this batch (features: a Linear [B, width] x
+[width, width]; pixels: a 3x3 conv of the second stage, [B, size/4, size/4, C] -> C);
+`/square`, XLA's `--matmul_size` square matmul; and `/peak`, the faster of that and,
+on CPU in float32, numpy's BLAS (OpenBLAS on all cores) on the same square: this
+machine's matmul peak (XLA:CPU's own matmul reaches only ~0.75 of OpenBLAS's here;
+WORKSPACE_NOTES.md, "The machine's matmul peak"). Each reference runs as many times in
 a row as makes about the step call's FLOPs, so that it lasts about as long; the step
-and both references take turns for at least `--min_rounds` rounds and `--min_seconds`,
+and the references take turns for at least `--min_rounds` rounds and `--min_seconds`,
 and each keeps its median time (on a shared machine the load changes from second to
 second: turns of similar length see the same load).
 Compile seconds are printed per row; `--cache_dir` keeps XLA's compiles between runs.
@@ -84,10 +87,11 @@ _CACHE_DIR = flags.DEFINE_string(
 
 def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
                  steps_per_call: Sequence[int],
-                 compare_options: Optional[Dict[str, object]] = None):
+                 compare_options: Optional[Dict[str, object]] = None,
+                 use_blas: bool = False):
   """Rows for one torso, input and dtype: (devices, K, XLA options ('default' or
-  'options': `compare_options`, timed in the same rounds), layer, xla_timing.Throughput, compile
-  seconds, layer GFLOP/s, square GFLOP/s)."""
+  'options': `compare_options`, timed in the same rounds), layer, xla_timing.Throughput,
+  compile seconds, layer GFLOP/s, square GFLOP/s, BLAS GFLOP/s or None)."""
   config = dataclasses.replace(PRESETS['paper'], policy_torso=torso, critic_torso=torso,
                                compute_dtype=dtype, batch_size=_BATCH_SIZE.value)
   spec = specs.make_spec(_FEATURE_SIZE.value, 9,
@@ -102,6 +106,10 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
   square = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), DTYPES[dtype])
   (square_call, square_flops), (layer_call, layer_flops) = (
       xla_timing.compiled_call(jnp.matmul, (square, square)), xla_timing.compiled_call(layer_fn, layer_args))
+  references = [(square_call, square_flops), (layer_call, layer_flops)]
+  if use_blas and dtype == 'float32':
+    square_on_host = np.asarray(square)
+    references.append((lambda: square_on_host @ square_on_host, 2 * size ** 3))
   flops_per_step = None
   for num_devices in devices:
     for k in steps_per_call:
@@ -118,18 +126,20 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
             networks, config, state, spec, 1, k, compare_options)
         variants.append(('options', other, other_seconds))
       # References repeated to about the step call's FLOPs, so as to last about as long.
-      layer_times, square_times = (max(1, round(flops_per_step * k / flops))
-                                   for flops in (layer_flops, square_flops))
-      square_seconds, layer_seconds, *seconds = xla_timing.median_seconds(
-          [xla_timing.repeated(square_call, square_times), xla_timing.repeated(layer_call, layer_times)] +
+      times = [max(1, round(flops_per_step * k / flops)) for _, flops in references]
+      seconds = xla_timing.median_seconds(
+          [xla_timing.repeated(call, n) for (call, _), n in zip(references, times)] +
           [variant[1] for variant in variants], _MIN_ROUNDS.value, _MIN_SECONDS.value)
-      layer_rate = layer_flops * layer_times / layer_seconds
-      square_rate = square_flops * square_times / square_seconds
-      for (name, _, compile_seconds), step_seconds in zip(variants, seconds):
+      square_rate, layer_rate, *blas_rate = (
+          flops * n / t for (_, flops), n, t in zip(references, times, seconds))
+      peak_rate = max([square_rate] + blas_rate)
+      for (name, _, compile_seconds), step_seconds in zip(
+          variants, seconds[len(references):]):
         yield (num_devices, k, name, layer,
-               xla_timing.throughput(flops_per_step, k, step_seconds, config.batch_size, layer_rate,
-                          square_rate), compile_seconds, layer_rate / 1e9,
-               square_rate / 1e9)
+               xla_timing.throughput(flops_per_step, k, step_seconds, config.batch_size,
+                                     layer_rate, square_rate, peak_rate),
+               compile_seconds, layer_rate / 1e9, square_rate / 1e9,
+               blas_rate[0] / 1e9 if blas_rate else None)
 
 
 def parse_options(options: Sequence[str]) -> Dict[str, object]:
@@ -178,25 +188,32 @@ def main(argv):
   if max(devices) > jax.device_count():
     raise app.UsageError(f'--devices {max(devices)}: only {jax.device_count()} devices')
   device = jax.devices()[0]
+  # On CPU the BLAS square matmul gets the cores the learner step gets.
+  blas_threads = (xla_timing.numpy_blas_threads(os.cpu_count())
+                  if device.platform == 'cpu' else 0)
   print(f'device: {device.platform} {device.device_kind} ({jax.device_count()} '
         f'devices), jax {jax.__version__}, batch {_BATCH_SIZE.value}, square matmul '
-        f'{_MATMUL_SIZE.value}, cache {_CACHE_DIR.value or "off"}, freed memory kept: '
+        f'{_MATMUL_SIZE.value}, BLAS reference: '
+        f'{f"OpenBLAS, {blas_threads} threads" if blas_threads else "none"}, cache '
+        f'{_CACHE_DIR.value or "off"}, freed memory kept: '
         f'{"yes" if freed_memory_kept else "no"}')
   print(f'{"torso":>7} {"inputs":>8} {"dtype":>8} {"dev":>3} {"K":>2} {"xla":>7} {"steps/s":>8} '
         f'{"samples/s":>9} {"GFLOP/step":>10} {"GFLOP/s":>8} {"/layer":>6} '
-        f'{"/square":>7} {"compile s":>9}  layer GFLOP/s, square GFLOP/s')
+        f'{"/square":>7} {"/peak":>5} {"compile s":>9}  layer GFLOP/s, square GFLOP/s '
+        f'(XLA, BLAS)')
   for torso in _TORSOS.value:
     for inputs in _INPUTS.value:
       for dtype in _DTYPES.value:
         for (num_devices, k, options, layer, row, compile_seconds, layer_rate,
-             square_rate) in time_setting(torso, inputs, dtype, devices, steps_per_call,
-                                          compare_options):
+             square_rate, blas_rate) in time_setting(
+                 torso, inputs, dtype, devices, steps_per_call, compare_options,
+                 use_blas=blas_threads > 0):
           print(f'{torso:>7} {inputs:>8} {dtype:>8} {num_devices:>3} {k:>2} {options:>7} '
                 f'{row.steps_per_second:>8.2f} {row.samples_per_second:>9.0f} '
                 f'{row.gflop_per_step:>10.2f} {row.gflop_per_second:>8.1f} '
-                f'{row.layer_ratio:>6.2f} {row.square_ratio:>7.2f} '
-                f'{compile_seconds:>9.1f}  {layer} {layer_rate:.1f}, '
-                f'{square_rate:.1f}', flush=True)
+                f'{row.layer_ratio:>6.2f} {row.square_ratio:>7.2f} {row.peak_ratio:>5.2f} '
+                f'{compile_seconds:>9.1f}  {layer} {layer_rate:.1f}, {square_rate:.1f}'
+                f'{f", {blas_rate:.1f}" if blas_rate else ""}', flush=True)
 
 
 if __name__ == '__main__':

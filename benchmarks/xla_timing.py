@@ -2,6 +2,7 @@
 batches, XLA's cost analysis, calls that take turns on a shared machine, and achieved
 FLOP/s as ratios to reference ops."""
 
+import ctypes
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -53,18 +54,52 @@ class Throughput(NamedTuple):
   gflop_per_step: float
   gflop_per_second: float
   layer_ratio: float  # Achieved FLOP/s / the layer's FLOP/s alone.
-  square_ratio: float  # Achieved FLOP/s / the square matmul's.
+  square_ratio: float  # Achieved FLOP/s / XLA's square matmul's.
+  peak_ratio: float  # Achieved FLOP/s / the fastest square matmul's (XLA's or BLAS's).
 
 
 def throughput(flops_per_step: float, steps_per_call: int, seconds_per_call: float,
                batch_size: int, layer_flops_per_second: float,
-               square_flops_per_second: float) -> Throughput:
+               square_flops_per_second: float,
+               peak_flops_per_second: float) -> Throughput:
   steps_per_second = steps_per_call / seconds_per_call
   achieved = flops_per_step * steps_per_second
   return Throughput(steps_per_second, steps_per_second * batch_size,
                     flops_per_step / 1e9, achieved / 1e9,
                     achieved / layer_flops_per_second,
-                    achieved / square_flops_per_second)
+                    achieved / square_flops_per_second,
+                    achieved / peak_flops_per_second)
+
+
+# numpy's OpenBLAS, by wheel: numpy 1.x's symbols, numpy 2.x's (scipy-openblas), a
+# system OpenBLAS's.
+_OPENBLAS_PREFIXES = ('openblas', 'scipy_openblas')
+_OPENBLAS_SUFFIXES = ('64_', '')
+
+
+def numpy_blas_threads(count: int) -> int:
+  """Gives numpy's OpenBLAS `count` threads (process_env starts it with one) and
+  returns the count it then reports; 0 where no OpenBLAS is loaded (not Linux, or
+  another BLAS)."""
+  try:
+    with open('/proc/self/maps') as maps:
+      paths = sorted({line.split(maxsplit=5)[-1].strip() for line in maps
+                      if 'openblas' in line})
+  except OSError:
+    return 0
+  for path in paths:
+    try:
+      library = ctypes.CDLL(path)
+    except OSError:  # Not a library ('... (deleted)').
+      continue
+    for prefix in _OPENBLAS_PREFIXES:
+      for suffix in _OPENBLAS_SUFFIXES:
+        setter = getattr(library, f'{prefix}_set_num_threads{suffix}', None)
+        getter = getattr(library, f'{prefix}_get_num_threads{suffix}', None)
+        if setter and getter:
+          setter(count)
+          return getter()
+  return 0
 
 
 def compiled_call(fn, args) -> Tuple[Callable[[], object], float]:

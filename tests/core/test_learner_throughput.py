@@ -34,11 +34,22 @@ def test_reference_linear_counts_its_flops_and_computes_the_product():
 
 
 def test_throughput_arithmetic():
-  # 4 steps of 2 GFLOP in 0.5 s: 8 steps/s, 16 GFLOP/s; references at 20 and 40 GFLOP/s.
+  # 4 steps of 2 GFLOP in 0.5 s: 8 steps/s, 16 GFLOP/s; references at 20, 40 and 64
+  # GFLOP/s.
   row = xla_timing.throughput(
       flops_per_step=2e9, steps_per_call=4, seconds_per_call=0.5, batch_size=256,
-      layer_flops_per_second=20e9, square_flops_per_second=40e9)
-  np.testing.assert_allclose(row, (8.0, 2048.0, 2.0, 16.0, 0.8, 0.4))
+      layer_flops_per_second=20e9, square_flops_per_second=40e9,
+      peak_flops_per_second=64e9)
+  np.testing.assert_allclose(row, (8.0, 2048.0, 2.0, 16.0, 0.8, 0.4, 0.25))
+
+
+def test_numpy_blas_threads_sets_the_count_openblas_reports():
+  # numpy's wheels on Linux bundle OpenBLAS (1.x and 2.x, under different names).
+  try:
+    assert xla_timing.numpy_blas_threads(2) == 2
+    assert xla_timing.numpy_blas_threads(1) == 1
+  finally:
+    xla_timing.numpy_blas_threads(1)  # process_env's setting, for the other tests.
 
 
 def test_median_seconds_takes_turns_and_keeps_each_calls_median():
@@ -70,6 +81,9 @@ def test_tiny_run_prints_a_row_per_device_count_and_steps_per_call():
                                                  ('2', '2')]
   assert all(row[5] == 'default' and float(row[6]) > 0 and float(row[8]) > 0
              for row in rows)
+  # The peak is the faster of XLA's and OpenBLAS's square matmul: no higher a ratio.
+  assert 'BLAS reference: OpenBLAS' in result.stdout
+  assert all(float(row[12]) <= float(row[11]) for row in rows)
 
 
 def test_ctrl_c_stops_the_benchmark_with_one_line_and_status_130():
