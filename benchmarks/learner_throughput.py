@@ -109,7 +109,7 @@ def time_setting(torso: str, inputs: str, dtype: str, devices: Sequence[int],
   references = [(square_call, square_flops), (layer_call, layer_flops)]
   if use_blas and dtype == 'float32':
     square_on_host = np.asarray(square)
-    references.append((lambda: square_on_host @ square_on_host, 2 * size ** 3))
+    references.append((lambda: square_on_host @ square_on_host, square_flops))
   flops_per_step = None
   for num_devices in devices:
     for k in steps_per_call:
