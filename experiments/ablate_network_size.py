@@ -12,7 +12,8 @@ camera frames), `jaco_stack` features. Other agent flags (--preset, --batch_size
 apply to every cell. Demos are recorded once per domain into <output_dir>/demos/<domain>.
 A cell lives in <output_dir>/<domain>/<size>_<normalization>: a finished one (its
 result.json) is kept, an unfinished one resumes from its checkpoint. Writes
-ablation.json (the table) and ablation.png.
+ablation.json (the table, with each cell's evaluations), ablation.png (final rewards)
+and ablation_curves.png (held-out reward against env steps and against minutes).
 """
 
 import os
@@ -79,6 +80,17 @@ def _choices(flag, allowed):
   return list(dict.fromkeys(flag.value))
 
 
+def cell_curve(cell_dir):
+  """A cell's held-out evaluations: env and learner steps, minutes and reward lists."""
+  curve = training.evaluation_curve(cell_dir)
+  # Each (resumed) run's clock starts at 0: add up the time between its evaluations.
+  minutes = np.cumsum(np.diff(curve['wall_minutes'], prepend=0).clip(min=0))
+  return {'env_steps': curve['actor_steps'].astype(int).tolist(),
+          'learner_steps': curve['learner_steps'].astype(int).tolist(),
+          'wall_minutes': minutes.tolist(),
+          'imitation_reward': curve['imitation_reward'].tolist()}
+
+
 def run_cell(domain_name, size, normalization, config, demo_dir, cell_dir):
   """Trains one cell (or resumes it) and returns its result, saved in RESULT_FILE."""
   path = os.path.join(cell_dir, RESULT_FILE)
@@ -91,7 +103,7 @@ def run_cell(domain_name, size, normalization, config, demo_dir, cell_dir):
       domain=domain_name, workdir=cell_dir, demo_dir=demo_dir, seed=_SEED.value,
       max_env_steps=_MAX_ENV_STEPS.value, max_wall_minutes=_MAX_WALL_MINUTES.value,
       eval_every_env_steps=_EVAL_EVERY.value), cell_config)
-  curve = training.evaluation_curve(cell_dir)
+  curve = cell_curve(cell_dir)
   result = {
       'domain': domain_name, 'size': size, 'normalization': normalization,
       'final_reward': final['imitation_reward'],
@@ -99,9 +111,7 @@ def run_cell(domain_name, size, normalization, config, demo_dir, cell_dir):
       'untrained_reward': float(curve['imitation_reward'][0]),
       'env_steps': int(final['actor_steps']),
       'learner_steps': int(final['learner_steps']),
-      # Each (resumed) run's clock starts at 0: sum the time between its evaluations.
-      'wall_minutes': float(np.sum(np.diff(curve['wall_minutes'], prepend=0)
-                                   .clip(min=0))),
+      'wall_minutes': curve['wall_minutes'][-1],
       **{k: v for k, v in final.items() if k.endswith('_cm')},
   }
   with open(path, 'w') as f:
@@ -131,8 +141,9 @@ def main(argv):
       for size in sizes:
         for norm in norms:
           cell_dir = os.path.join(output_dir, domain_name, f'{size}_{norm}')
-          cells.append(run_cell(domain_name, size, norm, config, demo_dir, cell_dir))
-          logging.info('cell %s: %s', cell_dir, cells[-1])
+          result = run_cell(domain_name, size, norm, config, demo_dir, cell_dir)
+          logging.info('cell %s: %s', cell_dir, result)
+          cells.append({**result, 'curve': cell_curve(cell_dir)})
   except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError,
           numerics.NonFiniteError) as e:
     sys.exit('error: ' + '; '.join(line.strip() for line in str(e).splitlines()))
@@ -142,13 +153,16 @@ def main(argv):
                'max_wall_minutes': _MAX_WALL_MINUTES.value, 'seed': _SEED.value,
                'config': repr(config), 'cells': cells}, f, indent=2)
   plotting.plot_network_size_ablation(cells, os.path.join(output_dir, 'ablation.png'))
+  plotting.plot_network_size_curves(cells,
+                                    os.path.join(output_dir, 'ablation_curves.png'))
   print(f'{"domain":18} {"size":7} {"norm":6} {"final":>6} {"best":>6} '
         f'{"untrained":>9} {"env steps":>9} {"minutes":>7}')
   for c in cells:
     print(f'{c["domain"]:18} {c["size"]:7} {c["normalization"]:6} '
           f'{c["final_reward"]:6.3f} {c["best_reward"]:6.3f} '
           f'{c["untrained_reward"]:9.3f} {c["env_steps"]:9d} {c["wall_minutes"]:7.1f}')
-  print(f'wrote {os.path.join(output_dir, "ablation.json")} and ablation.png')
+  print(f'wrote {os.path.join(output_dir, "ablation.json")}, ablation.png and '
+        'ablation_curves.png')
 
 
 if __name__ == '__main__':

@@ -157,6 +157,43 @@ def plot_trajectory_overlay(imitations: Mapping[str, evaluation.Imitation],
   plt.close(fig)
 
 
+def plot_network_size_curves(cells: Sequence[Mapping], png: str) -> None:
+  """Held-out imitation reward against env steps (top) and wall minutes (bottom), one
+  column a domain: a colour a torso size, a line style a normalization.
+
+  `cells`: dicts with domain, size, normalization and a curve (env_steps, wall_minutes,
+  imitation_reward lists).
+  """
+  domains = list(dict.fromkeys(c['domain'] for c in cells))
+  sizes = list(dict.fromkeys(c['size'] for c in cells))
+  norms = list(dict.fromkeys(c['normalization'] for c in cells))
+  styles = ('-', '--', ':', '-.')
+  fig, axes = plt.subplots(2, len(domains), figsize=(5 * len(domains), 6.5),
+                           squeeze=False)
+  for column, domain in enumerate(domains):
+    for row, x_key in enumerate(('env_steps', 'wall_minutes')):
+      ax = axes[row][column]
+      for c in cells:
+        if c['domain'] != domain:
+          continue
+        ax.plot(c['curve'][x_key], c['curve']['imitation_reward'], marker='.',
+                color=f'C{sizes.index(c["size"])}',
+                linestyle=styles[norms.index(c['normalization']) % len(styles)],
+                label=f'{c["size"]}, {c["normalization"]}')
+      ax.set_xlabel('env steps' if x_key == 'env_steps' else 'minutes')
+      if x_key == 'env_steps':
+        ax.xaxis.set_major_formatter(
+            ticker.FuncFormatter(lambda x, _: f'{x / 1e3:.0f}k'))
+      ax.set_ylabel('held-out imitation reward')
+      ax.set_ylim(0, 1.05)
+      ax.grid(alpha=0.3)
+    axes[0][column].set_title(domain)
+    axes[0][column].legend(title='size, normalization', loc='upper left', fontsize=8)
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)
+
+
 def plot_task_policy_comparison(report: Mapping[str, Mapping], png: str) -> None:
   """Success rate and steps to first success per agent: means over training seeds with
   their standard deviation (a `task_policy.py` report)."""

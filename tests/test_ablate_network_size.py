@@ -1,4 +1,5 @@
-"""experiments/ablate_network_size.py: a tiny ablation end to end, resumed; bad flags."""
+"""experiments/ablate_network_size.py: a tiny ablation end to end (table, curves, plots),
+resumed; bad flags."""
 
 import json
 import os
@@ -34,7 +35,17 @@ def test_tiny_ablation_writes_the_table_and_plot_and_keeps_finished_cells(tmp_pa
     assert 0.0 <= cell['final_reward'] <= cell['best_reward'] <= 1.0
     assert cell['env_steps'] >= 200 and cell['learner_steps'] > 0
     assert 'position_error_cm' in cell
-  assert os.path.getsize(tmp_path / 'ablation.png') > 1000
+    # Its evaluations, untrained first and the final one last, as the cell's log has them.
+    curve = cell['curve']
+    assert curve['env_steps'][0] == 0 and curve['learner_steps'][0] == 0
+    assert curve['env_steps'] == sorted(curve['env_steps'])
+    assert curve['env_steps'][-1] == cell['env_steps']
+    assert curve['learner_steps'][-1] == cell['learner_steps']
+    assert curve['imitation_reward'][0] == pytest.approx(cell['untrained_reward'])
+    assert curve['imitation_reward'][-1] == pytest.approx(cell['final_reward'])
+    assert curve['wall_minutes'][-1] == pytest.approx(cell['wall_minutes'])
+  for png in ('ablation.png', 'ablation_curves.png'):
+    assert os.path.getsize(tmp_path / png) > 1000
   # A second run keeps the finished cells: no training, the same table.
   cell_files = [tmp_path / 'point_mass' / f'small_{n}' / 'result.json'
                 for n in ('none', 'layer')]
