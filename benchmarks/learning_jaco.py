@@ -23,7 +23,6 @@ import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import baselines
 from metamimic_jax import cli
 from metamimic_jax import demo_sets
-from metamimic_jax import evaluation
 from metamimic_jax import flags as config_flags
 from metamimic_jax import plotting
 from metamimic_jax import training
@@ -66,9 +65,7 @@ def main(argv):
   # Baselines act every frame (the demonstrator does); rewards are per-frame means.
   environment = MetaMimicBuilder(dataclasses.replace(config, action_repeat=1),
                                  domain).make_demo_environment(held_out, seed=0)
-  action_size = environment.action_spec().shape
-  stationary = evaluation.evaluate_imitation(
-      evaluation.ConstantActor(np.zeros(action_size, np.float32)), environment)
+  stationary = baselines.zero_action_imitation(environment)
   demonstrator = baselines.demonstrator_imitation(domain, environment)
   raw_steps_per_second = baselines.raw_env_steps_per_second(domain)
 

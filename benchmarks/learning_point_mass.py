@@ -26,7 +26,6 @@ import metamimic_jax  # Sets the process environment first.
 from metamimic_jax import baselines
 from metamimic_jax import cli
 from metamimic_jax import demo_sets
-from metamimic_jax import evaluation
 from metamimic_jax import flags as config_flags
 from metamimic_jax import training
 from metamimic_jax.environments import base
@@ -57,8 +56,7 @@ def _baselines(domain, held_out):
   environment = base.DemoConditionedEnvironment(domain, held_out,
                                                 domain.default_reward_groups,
                                                 domain.default_goal_keys)
-  zero = evaluation.evaluate_imitation(
-      evaluation.ConstantActor(np.zeros(2, np.float32)), environment)
+  zero = baselines.zero_action_imitation(environment)
   demonstrator = baselines.demonstrator_imitation(domain, environment)
   return (zero['imitation_reward'], demonstrator['imitation_reward'],
           demonstrator['task_steps_to_success'],

@@ -6,7 +6,8 @@ r"""Network size x normalization: held-out one-shot imitation fidelity per cell.
 
 Every cell trains single-process (experiments/train.py's loop) with both torsos (policy
 and critic) of one residual size and one normalization, on the same budget of env steps
-(and, if given, wall minutes), then imitates every held-out demonstration once. The
+(and, if given, wall minutes), then imitates every held-out demonstration once, beside
+zero action and the demonstrators on the same demonstrations. The
 domain picks the input: `point_mass` features, `point_mass_pixels` pixels (demos shown as
 camera frames), `jaco_stack` features. Other agent flags (--preset, --batch_size, ...)
 apply to every cell. Demos are recorded once per domain into <output_dir>/demos/<domain>.
@@ -23,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import metamimic_jax  # Sets the process environment first.
+from metamimic_jax import baselines
 from metamimic_jax import checkpointing
 from metamimic_jax import cli
 from metamimic_jax import demo_sets
@@ -31,6 +33,7 @@ from metamimic_jax import flags as config_flags
 from metamimic_jax import numerics
 from metamimic_jax import plotting
 from metamimic_jax import training
+from metamimic_jax.builder import MetaMimicBuilder
 from metamimic_jax.config import NORMALIZATIONS, TORSO_SIZES
 from metamimic_jax.environments import DOMAIN_NAMES
 from metamimic_jax.environments import make_domain
@@ -78,6 +81,15 @@ def _choices(flag, allowed):
   if not flag.value:
     raise app.UsageError(f'--{flag.name} needs at least one value')
   return list(dict.fromkeys(flag.value))
+
+
+def held_out_baselines(domain, config, held_out):
+  """Zero action and the demonstrators on the held-out demos. They act every frame (the
+  demonstrators do), so their rewards are per-frame means."""
+  environment = MetaMimicBuilder(dataclasses.replace(config, action_repeat=1),
+                                 domain).make_demo_environment(held_out, _SEED.value + 1)
+  return {'zero_action': baselines.zero_action_imitation(environment),
+          'demonstrator': baselines.demonstrator_imitation(domain, environment)}
 
 
 def cell_curve(cell_dir):
@@ -131,13 +143,15 @@ def main(argv):
                          '--normalizations')
   config = config_flags.config_from_flags()
   output_dir = _OUTPUT_DIR.value
-  cells = []
+  cells, domain_baselines = [], {}
   try:
     for domain_name in domains:
+      domain = make_domain(domain_name)
       demo_dir = os.path.join(output_dir, 'demos', domain_name)
-      demo_sets.prepare(make_domain(domain_name), demo_dir, generate_if_absent=True,
-                        num_demos=_NUM_DEMOS.value,
-                        held_out_fraction=_HELD_OUT_FRACTION.value, seed=_SEED.value)
+      _, held_out = demo_sets.prepare(
+          domain, demo_dir, generate_if_absent=True, num_demos=_NUM_DEMOS.value,
+          held_out_fraction=_HELD_OUT_FRACTION.value, seed=_SEED.value)
+      domain_baselines[domain_name] = held_out_baselines(domain, config, held_out)
       for size in sizes:
         for norm in norms:
           cell_dir = os.path.join(output_dir, domain_name, f'{size}_{norm}')
@@ -151,9 +165,11 @@ def main(argv):
   with open(os.path.join(output_dir, 'ablation.json'), 'w') as f:
     json.dump({'max_env_steps': _MAX_ENV_STEPS.value,
                'max_wall_minutes': _MAX_WALL_MINUTES.value, 'seed': _SEED.value,
-               'config': repr(config), 'cells': cells}, f, indent=2)
-  plotting.plot_network_size_ablation(cells, os.path.join(output_dir, 'ablation.png'))
-  plotting.plot_network_size_curves(cells,
+               'config': repr(config), 'baselines': domain_baselines, 'cells': cells},
+              f, indent=2)
+  plotting.plot_network_size_ablation(cells, domain_baselines,
+                                      os.path.join(output_dir, 'ablation.png'))
+  plotting.plot_network_size_curves(cells, domain_baselines,
                                     os.path.join(output_dir, 'ablation_curves.png'))
   print(f'{"domain":18} {"size":7} {"norm":6} {"final":>6} {"best":>6} '
         f'{"untrained":>9} {"env steps":>9} {"minutes":>7}')
@@ -161,6 +177,10 @@ def main(argv):
     print(f'{c["domain"]:18} {c["size"]:7} {c["normalization"]:6} '
           f'{c["final_reward"]:6.3f} {c["best_reward"]:6.3f} '
           f'{c["untrained_reward"]:9.3f} {c["env_steps"]:9d} {c["wall_minutes"]:7.1f}')
+  for domain_name, values in domain_baselines.items():
+    print(f'{domain_name}, held out: zero action '
+          f'{values["zero_action"]["imitation_reward"]:.3f}, demonstrator '
+          f'{values["demonstrator"]["imitation_reward"]:.3f}')
   print(f'wrote {os.path.join(output_dir, "ablation.json")}, ablation.png and '
         'ablation_curves.png')
 

@@ -1,4 +1,5 @@
-"""Baselines that learning benchmarks print beside the agent: demonstrators, raw env speed."""
+"""Baselines that learning benchmarks print beside the agent: zero action,
+demonstrators, raw env speed."""
 
 import time
 from typing import Dict, List, Optional, Sequence
@@ -9,6 +10,14 @@ from metamimic_jax import demonstrators
 from metamimic_jax import evaluation
 from metamimic_jax import keys
 from metamimic_jax.environments import base
+
+
+def zero_action_imitation(environment: base.DemoConditionedEnvironment
+                          ) -> Dict[str, float]:
+  """Imitation by a policy that always acts zero (the point mass left alone, the arm held
+  still): `evaluation.evaluate_imitation`'s summary over the environment's demos."""
+  action = np.zeros(environment.action_spec().shape, np.float32)
+  return evaluation.evaluate_imitation(evaluation.ConstantActor(action), environment)
 
 
 def demonstrator_imitation(domain: base.Domain,

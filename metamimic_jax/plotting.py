@@ -157,43 +157,6 @@ def plot_trajectory_overlay(imitations: Mapping[str, evaluation.Imitation],
   plt.close(fig)
 
 
-def plot_network_size_curves(cells: Sequence[Mapping], png: str) -> None:
-  """Held-out imitation reward against env steps (top) and wall minutes (bottom), one
-  column a domain: a colour a torso size, a line style a normalization.
-
-  `cells`: dicts with domain, size, normalization and a curve (env_steps, wall_minutes,
-  imitation_reward lists).
-  """
-  domains = list(dict.fromkeys(c['domain'] for c in cells))
-  sizes = list(dict.fromkeys(c['size'] for c in cells))
-  norms = list(dict.fromkeys(c['normalization'] for c in cells))
-  styles = ('-', '--', ':', '-.')
-  fig, axes = plt.subplots(2, len(domains), figsize=(5 * len(domains), 6.5),
-                           squeeze=False)
-  for column, domain in enumerate(domains):
-    for row, x_key in enumerate(('env_steps', 'wall_minutes')):
-      ax = axes[row][column]
-      for c in cells:
-        if c['domain'] != domain:
-          continue
-        ax.plot(c['curve'][x_key], c['curve']['imitation_reward'], marker='.',
-                color=f'C{sizes.index(c["size"])}',
-                linestyle=styles[norms.index(c['normalization']) % len(styles)],
-                label=f'{c["size"]}, {c["normalization"]}')
-      ax.set_xlabel('env steps' if x_key == 'env_steps' else 'minutes')
-      if x_key == 'env_steps':
-        ax.xaxis.set_major_formatter(
-            ticker.FuncFormatter(lambda x, _: f'{x / 1e3:.0f}k'))
-      ax.set_ylabel('held-out imitation reward')
-      ax.set_ylim(0, 1.05)
-      ax.grid(alpha=0.3)
-    axes[0][column].set_title(domain)
-    axes[0][column].legend(title='size, normalization', loc='upper left', fontsize=8)
-  fig.tight_layout()
-  fig.savefig(png, dpi=80)
-  plt.close(fig)
-
-
 def plot_task_policy_comparison(report: Mapping[str, Mapping], png: str) -> None:
   """Success rate and steps to first success per agent: means over training seeds with
   their standard deviation (a `task_policy.py` report)."""
@@ -213,11 +176,22 @@ def plot_task_policy_comparison(report: Mapping[str, Mapping], png: str) -> None
   plt.close(fig)
 
 
-def plot_network_size_ablation(cells: Sequence[Mapping], png: str) -> None:
+def _draw_baselines(ax, domain_baselines: Mapping[str, Mapping[str, float]]) -> None:
+  """Each baseline's imitation reward as a horizontal line: zero action, demonstrator."""
+  for (name, values), style in zip(domain_baselines.items(), (':', '-.')):
+    ax.axhline(values['imitation_reward'], color='gray', linestyle=style,
+               label=name.replace('_', ' '))
+
+
+def plot_network_size_ablation(cells: Sequence[Mapping],
+                               baselines: Mapping[str, Mapping[str, Mapping[str, float]]],
+                               png: str) -> None:
   """Held-out imitation reward by torso size (x) and normalization (bars), one panel a
-  domain; each cell's untrained reward is a black tick on its bar.
+  domain; each cell's untrained reward is a black tick on its bar, the domain's
+  baselines are gray lines.
 
   `cells`: dicts with domain, size, normalization, final_reward and untrained_reward.
+  `baselines`: by domain, by name (zero_action, demonstrator), an imitation_reward.
   """
   domains = list(dict.fromkeys(c['domain'] for c in cells))
   sizes = list(dict.fromkeys(c['size'] for c in cells))
@@ -237,6 +211,7 @@ def plot_network_size_ablation(cells: Sequence[Mapping], png: str) -> None:
                label=norm if i == 0 or not ax.get_legend_handles_labels()[1] else None)
         ax.plot([x - width / 2, x + width / 2], [cell[0]['untrained_reward']] * 2,
                 color='black')
+    _draw_baselines(ax, baselines[domain])
     ax.set_xticks(range(len(sizes)))
     ax.set_xticklabels(sizes)
     ax.set_ylim(0, 1.05)
@@ -245,7 +220,49 @@ def plot_network_size_ablation(cells: Sequence[Mapping], png: str) -> None:
     ax.grid(alpha=0.3, axis='y')
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), title='normalization', loc='upper left')
+    ax.legend(unique.values(), unique.keys(), title='normalization', loc='upper left',
+              fontsize=8)
+  fig.tight_layout()
+  fig.savefig(png, dpi=80)
+  plt.close(fig)
+
+
+def plot_network_size_curves(cells: Sequence[Mapping],
+                             baselines: Mapping[str, Mapping[str, Mapping[str, float]]],
+                             png: str) -> None:
+  """Held-out imitation reward against env steps (top) and wall minutes (bottom), one
+  column a domain: a colour a torso size, a line style a normalization, the domain's
+  baselines in gray.
+
+  `cells`: dicts with domain, size, normalization and a curve (env_steps, wall_minutes,
+  imitation_reward lists). `baselines`: as `plot_network_size_ablation`'s.
+  """
+  domains = list(dict.fromkeys(c['domain'] for c in cells))
+  sizes = list(dict.fromkeys(c['size'] for c in cells))
+  norms = list(dict.fromkeys(c['normalization'] for c in cells))
+  styles = ('-', '--', ':', '-.')
+  fig, axes = plt.subplots(2, len(domains), figsize=(5 * len(domains), 6.5),
+                           squeeze=False)
+  for column, domain in enumerate(domains):
+    for row, x_key in enumerate(('env_steps', 'wall_minutes')):
+      ax = axes[row][column]
+      for c in cells:
+        if c['domain'] != domain:
+          continue
+        ax.plot(c['curve'][x_key], c['curve']['imitation_reward'], marker='.',
+                color=f'C{sizes.index(c["size"])}',
+                linestyle=styles[norms.index(c['normalization']) % len(styles)],
+                label=f'{c["size"]}, {c["normalization"]}')
+      _draw_baselines(ax, baselines[domain])
+      ax.set_xlabel('env steps' if x_key == 'env_steps' else 'minutes')
+      if x_key == 'env_steps':
+        ax.xaxis.set_major_formatter(
+            ticker.FuncFormatter(lambda x, _: f'{x / 1e3:.0f}k'))
+      ax.set_ylabel('held-out imitation reward')
+      ax.set_ylim(0, 1.05)
+      ax.grid(alpha=0.3)
+    axes[0][column].set_title(domain)
+    axes[0][column].legend(title='size, normalization', loc='upper left', fontsize=8)
   fig.tight_layout()
   fig.savefig(png, dpi=80)
   plt.close(fig)

@@ -44,6 +44,12 @@ def test_tiny_ablation_writes_the_table_and_plot_and_keeps_finished_cells(tmp_pa
     assert curve['imitation_reward'][0] == pytest.approx(cell['untrained_reward'])
     assert curve['imitation_reward'][-1] == pytest.approx(cell['final_reward'])
     assert curve['wall_minutes'][-1] == pytest.approx(cell['wall_minutes'])
+  # Baselines on the same held-out demos: the point mass's demonstrators replay their
+  # demos exactly (reward 1 a step); standing still does not.
+  baselines = table['baselines']['point_mass']
+  assert baselines['demonstrator']['imitation_reward'] == pytest.approx(1.0)
+  assert 0.0 <= baselines['zero_action']['imitation_reward'] < 0.5
+  assert baselines['zero_action']['position_error_cm'] > 1.0
   for png in ('ablation.png', 'ablation_curves.png'):
     assert os.path.getsize(tmp_path / png) > 1000
   # A second run keeps the finished cells: no training, the same table.
