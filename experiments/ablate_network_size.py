@@ -69,6 +69,7 @@ _EVAL_EVERY = flags.DEFINE_integer('eval_every_env_steps', 20_000,
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of demos, environments and networks.')
 
 RESULT_FILE = 'result.json'
+_TRACKING_ERROR_UNITS = ('_cm', '_rad')  # Suffixes of domains' tracking error names.
 _PER_CELL_FLAGS = ('policy_torso', 'critic_torso', 'normalization')
 
 
@@ -93,14 +94,16 @@ def held_out_baselines(domain, config, held_out):
 
 
 def cell_curve(cell_dir):
-  """A cell's held-out evaluations: env and learner steps, minutes and reward lists."""
+  """A cell's held-out evaluations: lists of env and learner steps, minutes, reward and
+  tracking errors."""
   curve = training.evaluation_curve(cell_dir)
   # Each (resumed) run's clock starts at 0: add up the time between its evaluations.
   minutes = np.cumsum(np.diff(curve['wall_minutes'], prepend=0).clip(min=0))
   return {'env_steps': curve['actor_steps'].astype(int).tolist(),
           'learner_steps': curve['learner_steps'].astype(int).tolist(),
           'wall_minutes': minutes.tolist(),
-          'imitation_reward': curve['imitation_reward'].tolist()}
+          'imitation_reward': curve['imitation_reward'].tolist(),
+          **{k: v.tolist() for k, v in curve.items() if k.endswith(_TRACKING_ERROR_UNITS)}}
 
 
 def run_cell(domain_name, size, normalization, config, demo_dir, cell_dir):
@@ -124,7 +127,7 @@ def run_cell(domain_name, size, normalization, config, demo_dir, cell_dir):
       'env_steps': int(final['actor_steps']),
       'learner_steps': int(final['learner_steps']),
       'wall_minutes': curve['wall_minutes'][-1],
-      **{k: v for k, v in final.items() if k.endswith('_cm')},
+      **{k: v for k, v in final.items() if k.endswith(_TRACKING_ERROR_UNITS)},
   }
   with open(path, 'w') as f:
     json.dump(result, f, indent=2)

@@ -43,6 +43,7 @@ def test_tiny_ablation_writes_the_table_and_plot_and_keeps_finished_cells(tmp_pa
     assert curve['learner_steps'][-1] == cell['learner_steps']
     assert curve['imitation_reward'][0] == pytest.approx(cell['untrained_reward'])
     assert curve['imitation_reward'][-1] == pytest.approx(cell['final_reward'])
+    assert curve['position_error_cm'][-1] == pytest.approx(cell['position_error_cm'])
     assert curve['wall_minutes'][-1] == pytest.approx(cell['wall_minutes'])
   # Baselines on the same held-out demos: the point mass's demonstrators replay their
   # demos exactly (reward 1 a step); standing still does not.
