@@ -183,34 +183,35 @@ def _draw_baselines(ax, domain_baselines: Mapping[str, Mapping[str, float]]) -> 
                label=name.replace('_', ' '))
 
 
-def plot_network_size_ablation(cells: Sequence[Mapping],
+def plot_network_size_ablation(summary: Sequence[Mapping],
                                baselines: Mapping[str, Mapping[str, Mapping[str, float]]],
                                png: str) -> None:
   """Held-out imitation reward by torso size (x) and normalization (bars), one panel a
-  domain; each cell's untrained reward is a black tick on its bar, the domain's
-  baselines are gray lines.
+  domain: the mean over seeds, its min to max as an error bar, the mean untrained
+  reward as a black tick, the domain's baselines as gray lines.
 
-  `cells`: dicts with domain, size, normalization, final_reward and untrained_reward.
-  `baselines`: by domain, by name (zero_action, demonstrator), an imitation_reward.
+  `summary`: dicts with domain, size, normalization, final_reward (mean, min, max) and
+  untrained_reward (mean). `baselines`: by domain, by name (zero_action, demonstrator),
+  an imitation_reward.
   """
-  domains = list(dict.fromkeys(c['domain'] for c in cells))
-  sizes = list(dict.fromkeys(c['size'] for c in cells))
-  norms = list(dict.fromkeys(c['normalization'] for c in cells))
+  domains = list(dict.fromkeys(row['domain'] for row in summary))
+  sizes = list(dict.fromkeys(row['size'] for row in summary))
+  norms = list(dict.fromkeys(row['normalization'] for row in summary))
   width = 0.8 / len(norms)
   fig, axes = plt.subplots(1, len(domains), figsize=(1.5 + 2 * len(sizes) * len(domains),
                                                      3.5), squeeze=False)
   for ax, domain in zip(axes[0], domains):
-    for j, norm in enumerate(norms):
-      for i, size in enumerate(sizes):
-        cell = [c for c in cells if (c['domain'], c['size'], c['normalization'])
-                == (domain, size, norm)]
-        if not cell:
-          continue
-        x = i + (j - (len(norms) - 1) / 2) * width
-        ax.bar(x, cell[0]['final_reward'], width, color=f'C{j}',
-               label=norm if i == 0 or not ax.get_legend_handles_labels()[1] else None)
-        ax.plot([x - width / 2, x + width / 2], [cell[0]['untrained_reward']] * 2,
-                color='black')
+    for row in summary:
+      if row['domain'] != domain:
+        continue
+      i, j = sizes.index(row['size']), norms.index(row['normalization'])
+      x = i + (j - (len(norms) - 1) / 2) * width
+      final = row['final_reward']
+      ax.bar(x, final['mean'], width, color=f'C{j}', label=row['normalization'],
+             yerr=[[final['mean'] - final['min']], [final['max'] - final['mean']]],
+             capsize=3)
+      ax.plot([x - width / 2, x + width / 2], [row['untrained_reward']['mean']] * 2,
+              color='black')
     _draw_baselines(ax, baselines[domain])
     ax.set_xticks(range(len(sizes)))
     ax.set_xticklabels(sizes)
@@ -227,32 +228,39 @@ def plot_network_size_ablation(cells: Sequence[Mapping],
   plt.close(fig)
 
 
-def plot_network_size_curves(cells: Sequence[Mapping],
+def plot_network_size_curves(cells: Sequence[Mapping], summary: Sequence[Mapping],
                              baselines: Mapping[str, Mapping[str, Mapping[str, float]]],
                              png: str) -> None:
   """Held-out imitation reward against env steps (top) and wall minutes (bottom), one
-  column a domain: a colour a torso size, a line style a normalization, the domain's
-  baselines in gray.
+  column a domain: a colour a torso size, a line style a normalization; each seed thin,
+  their mean thick; the domain's baselines in gray.
 
-  `cells`: dicts with domain, size, normalization and a curve (env_steps, wall_minutes,
-  imitation_reward lists). `baselines`: as `plot_network_size_ablation`'s.
+  `cells` (one a seed) and `summary` (their means): dicts with domain, size,
+  normalization and a curve (env_steps, wall_minutes, imitation_reward lists).
+  `baselines`: as `plot_network_size_ablation`'s.
   """
-  domains = list(dict.fromkeys(c['domain'] for c in cells))
-  sizes = list(dict.fromkeys(c['size'] for c in cells))
-  norms = list(dict.fromkeys(c['normalization'] for c in cells))
+  domains = list(dict.fromkeys(row['domain'] for row in summary))
+  sizes = list(dict.fromkeys(row['size'] for row in summary))
+  norms = list(dict.fromkeys(row['normalization'] for row in summary))
   styles = ('-', '--', ':', '-.')
+
+  def style(row):
+    return {'color': f'C{sizes.index(row["size"])}',
+            'linestyle': styles[norms.index(row['normalization']) % len(styles)]}
+
   fig, axes = plt.subplots(2, len(domains), figsize=(5 * len(domains), 6.5),
                            squeeze=False)
   for column, domain in enumerate(domains):
-    for row, x_key in enumerate(('env_steps', 'wall_minutes')):
-      ax = axes[row][column]
-      for c in cells:
-        if c['domain'] != domain:
-          continue
-        ax.plot(c['curve'][x_key], c['curve']['imitation_reward'], marker='.',
-                color=f'C{sizes.index(c["size"])}',
-                linestyle=styles[norms.index(c['normalization']) % len(styles)],
-                label=f'{c["size"]}, {c["normalization"]}')
+    for line, x_key in enumerate(('env_steps', 'wall_minutes')):
+      ax = axes[line][column]
+      for cell in cells:
+        if cell['domain'] == domain:
+          ax.plot(cell['curve'][x_key], cell['curve']['imitation_reward'], alpha=0.3,
+                  linewidth=0.8, **style(cell))
+      for row in summary:
+        if row['domain'] == domain:
+          ax.plot(row['curve'][x_key], row['curve']['imitation_reward'], marker='.',
+                  label=f'{row["size"]}, {row["normalization"]}', **style(row))
       _draw_baselines(ax, baselines[domain])
       ax.set_xlabel('env steps' if x_key == 'env_steps' else 'minutes')
       if x_key == 'env_steps':

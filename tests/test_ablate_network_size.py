@@ -13,7 +13,7 @@ SCRIPT = os.path.join(ROOT, 'experiments', 'ablate_network_size.py')
 TINY = ('--domains=point_mass', '--sizes=small', '--normalizations=none,layer',
         '--max_env_steps=200', '--eval_every_env_steps=200', '--num_demos=6',
         '--held_out_fraction=0.3', '--batch_size=8', '--min_replay_size=50',
-        '--notrain_task_policy')
+        '--notrain_task_policy', '--seeds=0,1')
 
 
 def _run(*args):
@@ -22,14 +22,15 @@ def _run(*args):
 
 
 @pytest.mark.slow
-def test_tiny_ablation_writes_the_table_and_plot_and_keeps_finished_cells(tmp_path):
+def test_a_tiny_ablation_over_two_seeds_writes_its_table_and_plots_and_resumes(tmp_path):
   result = _run(*TINY, f'--output_dir={tmp_path}')
   assert result.returncode == 0, result.stderr[-3000:]
   with open(tmp_path / 'ablation.json') as f:
     table = json.load(f)
   cells = table['cells']
-  assert [(c['domain'], c['size'], c['normalization']) for c in cells] == [
-      ('point_mass', 'small', 'none'), ('point_mass', 'small', 'layer')]
+  assert [(c['domain'], c['size'], c['normalization'], c['seed']) for c in cells] == [
+      ('point_mass', 'small', norm, seed)
+      for seed in (0, 1) for norm in ('none', 'layer')]
   for cell in cells:
     assert 0.0 <= cell['untrained_reward'] <= 1.0
     assert 0.0 <= cell['final_reward'] <= cell['best_reward'] <= 1.0
@@ -45,17 +46,32 @@ def test_tiny_ablation_writes_the_table_and_plot_and_keeps_finished_cells(tmp_pa
     assert curve['imitation_reward'][-1] == pytest.approx(cell['final_reward'])
     assert curve['position_error_cm'][-1] == pytest.approx(cell['position_error_cm'])
     assert curve['wall_minutes'][-1] == pytest.approx(cell['wall_minutes'])
-  # Baselines on the same held-out demos: the point mass's demonstrators replay their
+  # Each normalization over the two seeds: mean, min and max of the cells' figures, and
+  # the mean curve evaluation by evaluation.
+  for row, norm in zip(table['summary'], ('none', 'layer')):
+    assert (row['size'], row['normalization'], row['seeds']) == ('small', norm, [0, 1])
+    seeds = [c for c in cells if c['normalization'] == norm]
+    finals = [c['final_reward'] for c in seeds]
+    assert row['final_reward'] == pytest.approx(
+        {'mean': sum(finals) / 2, 'min': min(finals), 'max': max(finals)})
+    assert row['position_error_cm']['mean'] == pytest.approx(
+        sum(c['position_error_cm'] for c in seeds) / 2)
+    evaluations = min(len(c['curve']['env_steps']) for c in seeds)
+    assert row['curve']['imitation_reward'] == pytest.approx(
+        [sum(c['curve']['imitation_reward'][i] for c in seeds) / 2
+         for i in range(evaluations)])
+  # Baselines on each seed's held-out demos: the point mass's demonstrators replay their
   # demos exactly (reward 1 a step); standing still does not.
-  baselines = table['baselines']['point_mass']
-  assert baselines['demonstrator']['imitation_reward'] == pytest.approx(1.0)
-  assert 0.0 <= baselines['zero_action']['imitation_reward'] < 0.5
-  assert baselines['zero_action']['position_error_cm'] > 1.0
+  for seed in ('0', '1'):
+    baselines = table['baselines']['point_mass'][seed]
+    assert baselines['demonstrator']['imitation_reward'] == pytest.approx(1.0)
+    assert 0.0 <= baselines['zero_action']['imitation_reward'] < 0.5
+    assert baselines['zero_action']['position_error_cm'] > 1.0
   for png in ('ablation.png', 'ablation_curves.png'):
     assert os.path.getsize(tmp_path / png) > 1000
   # A second run keeps the finished cells: no training, the same table.
-  cell_files = [tmp_path / 'point_mass' / f'small_{n}' / 'result.json'
-                for n in ('none', 'layer')]
+  cell_files = [tmp_path / 'point_mass' / f'small_{n}_seed{seed}' / 'result.json'
+                for seed in (0, 1) for n in ('none', 'layer')]
   mtimes = [os.path.getmtime(p) for p in cell_files]
   again = _run(*TINY, f'--output_dir={tmp_path}')
   assert again.returncode == 0, again.stderr[-3000:]
@@ -72,6 +88,7 @@ def test_tiny_ablation_writes_the_table_and_plot_and_keeps_finished_cells(tmp_pa
                  marks=pytest.mark.slow),
     pytest.param('--domains=cartpole', "--domains: unknown value 'cartpole'",
                  marks=pytest.mark.slow),
+    pytest.param('--seeds=0,one', '--seeds: integers, not 0,one', marks=pytest.mark.slow),
 ])
 def test_bad_flags_fail_with_one_line_before_anything_runs(tmp_path, flag, message):
   output_dir = tmp_path / 'out'
