@@ -229,7 +229,7 @@ def main(argv):
                                       os.path.join(output_dir, 'ablation.png'))
   plotting.plot_network_size_curves(cells, summary, mean_baselines,
                                     os.path.join(output_dir, 'ablation_curves.png'))
-  print(f'{"domain":18} {"size":7} {"norm":6} {"final (min-max)":19} '
+  print(f'{"domain":18} {"size":7} {"norm":6} {"final (min-max)":>20} '
         f'{"untrained":>9} {"env steps":>9} {"minutes":>7} seeds')
   for row in summary:
     final = row['final_reward']
