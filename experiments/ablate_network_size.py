@@ -121,11 +121,12 @@ def cell_curve(cell_dir):
 
 
 def run_cell(domain_name, size, normalization, seed, config, demo_dir, cell_dir):
-  """Trains one cell (or resumes it) and returns its result, saved in RESULT_FILE."""
+  """Trains one cell (or resumes it) and returns its result, saved in RESULT_FILE, with
+  its curve (read from the cell's log, not saved twice)."""
   path = os.path.join(cell_dir, RESULT_FILE)
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f)
+      return {**json.load(f), 'curve': cell_curve(cell_dir)}
   cell_config = dataclasses.replace(config, policy_torso=size, critic_torso=size,
                                     normalization=normalization)
   final = training.run(training.TrainSettings(
@@ -145,7 +146,7 @@ def run_cell(domain_name, size, normalization, seed, config, demo_dir, cell_dir)
   }
   with open(path, 'w') as f:
     json.dump(result, f, indent=2)
-  return result
+  return {**result, 'curve': curve}
 
 
 def _spread(values):
@@ -207,17 +208,17 @@ def main(argv):
           for norm in norms:
             cell_dir = os.path.join(output_dir, domain_name, f'{size}_{norm}_seed{seed}')
             result = run_cell(domain_name, size, norm, seed, config, demo_dir, cell_dir)
-            logging.info('cell %s: %s', cell_dir, result)
-            cells.append({**result, 'seed': seed, 'curve': cell_curve(cell_dir)})
+            logging.info('cell %s: final reward %.3f', cell_dir, result['final_reward'])
+            cells.append({**result, 'seed': seed})
   except (OSError, demonstrations.DemonstrationError, checkpointing.CheckpointError,
           numerics.NonFiniteError) as e:
     sys.exit('error: ' + '; '.join(line.strip() for line in str(e).splitlines()))
 
   summary = summarize(cells)
-  # Each baseline's reward, averaged over the seeds' held-out demos.
+  # Each baseline's imitation reward, averaged over the seeds' held-out demos.
   mean_baselines = {
-      domain_name: {name: {'imitation_reward': float(np.mean(
-          [values[name]['imitation_reward'] for values in by_seed.values()]))}
+      domain_name: {name: float(np.mean([baseline[name]['imitation_reward']
+                                         for baseline in by_seed.values()]))
                     for name in next(iter(by_seed.values()))}
       for domain_name, by_seed in seed_baselines.items()}
   with open(os.path.join(output_dir, 'ablation.json'), 'w') as f:
@@ -238,9 +239,8 @@ def main(argv):
           f'{row["untrained_reward"]["mean"]:9.3f} {row["env_steps"]:9.0f} '
           f'{row["wall_minutes"]:7.1f} {len(row["seeds"])}')
   for domain_name, values in mean_baselines.items():
-    print(f'{domain_name}, held out: zero action '
-          f'{values["zero_action"]["imitation_reward"]:.3f}, demonstrator '
-          f'{values["demonstrator"]["imitation_reward"]:.3f}')
+    print(f'{domain_name}, held out: zero action {values["zero_action"]:.3f}, '
+          f'demonstrator {values["demonstrator"]:.3f}')
   print(f'wrote {os.path.join(output_dir, "ablation.json")}, ablation.png and '
         'ablation_curves.png')
 

@@ -176,15 +176,14 @@ def plot_task_policy_comparison(report: Mapping[str, Mapping], png: str) -> None
   plt.close(fig)
 
 
-def _draw_baselines(ax, domain_baselines: Mapping[str, Mapping[str, float]]) -> None:
+def _draw_baselines(ax, domain_baselines: Mapping[str, float]) -> None:
   """Each baseline's imitation reward as a horizontal line: zero action, demonstrator."""
-  for (name, values), style in zip(domain_baselines.items(), (':', '-.')):
-    ax.axhline(values['imitation_reward'], color='gray', linestyle=style,
-               label=name.replace('_', ' '))
+  for (name, reward), style in zip(domain_baselines.items(), (':', '-.')):
+    ax.axhline(reward, color='gray', linestyle=style, label=name.replace('_', ' '))
 
 
 def plot_network_size_ablation(summary: Sequence[Mapping],
-                               baselines: Mapping[str, Mapping[str, Mapping[str, float]]],
+                               baselines: Mapping[str, Mapping[str, float]],
                                png: str) -> None:
   """Held-out imitation reward by torso size (x) and normalization (bars), one panel a
   domain: the mean over seeds, its min to max as an error bar, the mean untrained
@@ -192,7 +191,7 @@ def plot_network_size_ablation(summary: Sequence[Mapping],
 
   `summary`: dicts with domain, size, normalization, final_reward (mean, min, max) and
   untrained_reward (mean). `baselines`: by domain, by name (zero_action, demonstrator),
-  an imitation_reward.
+  its imitation reward.
   """
   domains = list(dict.fromkeys(row['domain'] for row in summary))
   sizes = list(dict.fromkeys(row['size'] for row in summary))
@@ -229,7 +228,7 @@ def plot_network_size_ablation(summary: Sequence[Mapping],
 
 
 def plot_network_size_curves(cells: Sequence[Mapping], summary: Sequence[Mapping],
-                             baselines: Mapping[str, Mapping[str, Mapping[str, float]]],
+                             baselines: Mapping[str, Mapping[str, float]],
                              png: str) -> None:
   """Held-out imitation reward against env steps (top) and wall minutes (bottom), one
   column a domain: a colour a torso size, a line style a normalization; each seed thin,
